@@ -1,0 +1,62 @@
+// hitch/core/parameter.cpp: Parameter handles and the hidden-alias check.
+#include "core/parameter.h"
+
+namespace hitch {
+
+Parameter::Parameter(std::string name, const Tensor& initial) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = initial.shape();
+  impl->storage = std::make_shared<Storage>();
+  impl->storage->data = initial.to_vector();
+  impl->requires_grad = true;
+  impl->is_parameter = true;
+  impl->name = std::move(name);
+  impl_ = std::move(impl);
+}
+
+Parameter Parameter::alias_of(const Parameter& other, std::string name) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = other.impl().shape;
+  impl->storage = other.impl().storage;  // the same values: the pitfall, on purpose
+  impl->requires_grad = true;
+  impl->is_parameter = true;
+  impl->name = std::move(name);
+  return Parameter(std::move(impl));
+}
+
+TensorImpl& Parameter::impl() const {
+  if (!impl_) throw Error("Parameter: use of an empty Parameter handle");
+  return *impl_;
+}
+
+bool Parameter::has_grad() const { return impl().grad != nullptr; }
+
+Tensor Parameter::grad() const {
+  if (!impl().grad) return {};
+  return impl().grad->dense();
+}
+
+void Parameter::zero_grad(bool set_to_none) {
+  if (set_to_none)
+    impl().grad.reset();
+  else if (impl().grad)
+    impl().grad->zero();
+}
+
+bool Parameter::shares_storage_with(const Parameter& other) const { return impl().storage == other.impl().storage; }
+
+void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params) {
+  for (std::size_t i = 0; i < params.size(); ++i)
+    for (std::size_t j = i + 1; j < params.size(); ++j) {
+      const Parameter& a = params[i];
+      const Parameter& b = params[j];
+      if (a.is_same(b) || !a.shares_storage_with(b) || a.alias_opt_in() || b.alias_opt_in()) continue;
+      throw Error(fmt::format(
+          "{}: Parameters '{}' (position {}) and '{}' (position {}) are two distinct Parameters over the same "
+          "storage, so they would get two gradients and two optimizer states; to tie them, pass the same Parameter "
+          "to both modules (to study the pitfall on purpose, call allow_alias() on the alias)",
+          who, a.name(), i, b.name(), j));
+    }
+}
+
+}  // namespace hitch

@@ -1,0 +1,69 @@
+// hitch/core/parameter.h: Parameter, a trainable leaf with one identity.
+//
+// A Parameter is a shared handle: copying it shares the same TensorImpl, and that is how tying
+// is expressed (two modules holding copies of one Parameter use one table, one gradient and,
+// in an optimizer, one state). Optimizers write the values in place; nothing rebinds a
+// Parameter to new storage. Its gradient accumulates across backward calls until zero_grad().
+//
+// alias_of() is the one way to make a second Parameter over the same storage: PyTorch's
+// `from_pretrained(emb.weight)` pitfall, kept for teaching. Module::parameters() and every
+// optimizer refuse two distinct Parameters sharing storage unless the alias was also marked
+// with allow_alias(): studying the pitfall takes two deliberate steps.
+#pragma once
+
+#include <string>
+
+#include "core/grad.h"
+#include "core/tensor.h"
+
+namespace hitch {
+
+class Parameter {
+ public:
+  Parameter() = default;
+  // Copies the values of initial into new storage. The result requires grad.
+  Parameter(std::string name, const Tensor& initial);
+  // A new Parameter (own identity, own gradient) over other's storage: the pitfall. Modules and
+  // optimizers refuse it until allow_alias() is called on it.
+  static Parameter alias_of(const Parameter& other, std::string name);
+  Parameter& allow_alias() { impl().alias_opt_in = true; return *this; }
+
+  bool defined() const { return impl_ != nullptr; }
+  Tensor value() const { return Tensor(impl_); }  // the leaf itself, for ops
+  operator Tensor() const { return value(); }
+  const Shape& shape() const { return impl().shape; }
+  std::int64_t numel() const { return value().numel(); }
+  float* data() { return value().data(); }
+  const float* data() const { return impl().storage->data.data(); }
+
+  const std::string& name() const { return impl().name; }
+  void set_name(std::string name) { impl().name = std::move(name); }
+  bool requires_grad() const { return impl().requires_grad; }
+  void set_requires_grad(bool on) { impl().requires_grad = on; }
+
+  bool has_grad() const;   // something was accumulated since the last zero_grad(true)
+  Tensor grad() const;     // densified; undefined if none
+  Grad* grad_store() const { return impl().grad.get(); }  // null if none
+  // set_to_none = false (PyTorch 1.13's default) zeroes in place and keeps the layout; true
+  // drops the gradient, so an optimizer skips this Parameter until a new one arrives.
+  void zero_grad(bool set_to_none = false);
+
+  bool is_same(const Parameter& other) const { return impl_ == other.impl_; }
+  const void* id() const { return impl_.get(); }
+  bool shares_storage_with(const Parameter& other) const;
+  bool alias_opt_in() const { return impl().alias_opt_in; }
+  // In-place writes by optimizers and renormalisation go through here so the version moves.
+  void bump_version() { ++impl().storage->version; }
+
+  TensorImpl& impl() const;
+
+ private:
+  explicit Parameter(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Throws hitch::Error naming where (who) and both names if two distinct Parameters in params
+// share storage without the alias_of opt-in. Used by Module::parameters() and optimizers.
+void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params);
+
+}  // namespace hitch

@@ -1,0 +1,105 @@
+// hitch/core/tape.h: the reverse-mode tape.
+//
+// Every differentiable op computes its output and then calls record(): that appends a Node to a
+// thread_local list in execution order, which is therefore a topological order. backward(loss)
+// walks that list once, in reverse, from loss's node: a node runs when its output received a
+// gradient, and its backward function adds (+=, never =) into its inputs' gradients through a
+// GradSink. A tensor read twice therefore gets the sum, and a leaf (a Parameter) keeps
+// accumulating across backward calls until zero_grad().
+//
+// After a backward without retain_graph the nodes it ran release their saved values and leave
+// the tape; running backward through them again is an error. Left out on purpose: higher-order
+// gradients, graphs spanning threads (a graph is backpropagated on the thread that recorded it).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace hitch {
+
+class GradSink;
+using BackwardFn = std::function<void(const Tensor& grad_out, GradSink& sink)>;
+
+struct Node {
+  std::string op;
+  std::uint64_t seq = 0;  // position in recording order, per thread
+  std::vector<std::shared_ptr<TensorImpl>> inputs;
+  std::weak_ptr<TensorImpl> output;
+  Shape out_shape;
+  BackwardFn backward;
+  // Storages whose values backward reads, with their versions when recorded.
+  std::vector<std::pair<std::shared_ptr<Storage>, std::uint64_t>> saved;
+  bool released = false;
+  std::uint64_t mark = 0;  // reachability stamp of the backward pass that last saw this node
+};
+
+// What a backward function writes into: input i's gradient, by addition only.
+class GradSink {
+ public:
+  GradSink(const Node& node) : node_(node) {}
+  bool wants(std::size_t i) const;  // input i requires a gradient
+  void add(std::size_t i, const Tensor& g);  // g has input i's shape
+  // Row contributions to an input's dim 0 (embedding tables): values holds rows.size() rows.
+  // sparse = true (PyTorch's sparse=True) keeps a leaf's gradient row-sparse unless it is
+  // already dense; otherwise the rows are scattered into a dense gradient.
+  void add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values, bool sparse);
+
+ private:
+  const Node& node_;
+};
+
+bool grad_enabled();
+
+// While alive, ops on this thread record nothing and their outputs do not require grad.
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Called by ops after computing out. Does nothing (and leaves out a leaf without grad) when
+// grad mode is off or no input requires grad; otherwise out requires grad and gets a node.
+// saved lists the tensors whose values backward reads: backward refuses to run if one of
+// them was written in place in between (an optimizer step, max_norm renormalisation).
+// Returns whether a node was recorded.
+bool record(std::string op, std::span<const Tensor> inputs, Tensor& out, BackwardFn backward,
+            std::span<const Tensor> saved = {});
+inline bool record(std::string op, std::initializer_list<Tensor> inputs, Tensor& out, BackwardFn backward,
+                   std::initializer_list<Tensor> saved = {}) {
+  return record(std::move(op), std::span<const Tensor>(inputs.begin(), inputs.size()), out, std::move(backward),
+                std::span<const Tensor>(saved.begin(), saved.size()));
+}
+// True when an op on these inputs would record (grad mode on and some input requires grad):
+// lets an op skip preparing what only backward needs.
+bool will_record(std::span<const Tensor> inputs);
+inline bool will_record(std::initializer_list<Tensor> inputs) {
+  return will_record(std::span<const Tensor>(inputs.begin(), inputs.size()));
+}
+
+struct BackwardOptions {
+  bool retain_graph = false;
+};
+
+// Requires: loss requires grad; grad_output undefined only if loss has one element, otherwise
+// of loss's shape. Ensures: every leaf reached has grad += d loss / d leaf (times grad_output).
+void backward(const Tensor& loss, const Tensor& grad_output = {}, BackwardOptions options = {});
+
+// The recorded graph behind root, one node per line, from root back to the leaves: op names,
+// output shapes, inputs (other nodes by number, leaves by name and shape). A teaching aid.
+std::string format_graph(const Tensor& root);
+
+// Number of nodes on this thread's tape (for tests of the tape's own bookkeeping).
+std::size_t tape_size();
+
+}  // namespace hitch

@@ -1,0 +1,255 @@
+// hitch/core/tensor.cpp: Tensor, IndexTensor and Generator.
+#include "core/tensor.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "core/grad.h"
+#include "core/tape.h"
+
+namespace hitch {
+
+std::string shape_str(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ",")); }
+
+std::int64_t numel_of(const Shape& shape) {
+  std::int64_t n = 1;
+  for (auto s : shape) n *= s;
+  return n;
+}
+
+static void check_shape(std::string_view op, const Shape& shape) {
+  for (std::size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] < 0)
+      throw Error(fmt::format("{}: shape {} has a negative size {} at dim {}", op, shape_str(shape), shape[d], d));
+}
+
+std::int64_t wrap_dim(std::string_view op, std::int64_t dim, std::int64_t rank) {
+  if (dim < -rank || dim >= rank || rank == 0)
+    throw Error(fmt::format("{}: dim {} is out of range for a tensor of rank {} (valid: [{}, {}])", op, dim, rank,
+                            -rank, rank - 1));
+  return dim < 0 ? dim + rank : dim;
+}
+
+// ---- Generator -------------------------------------------------------------------------------
+
+static std::uint64_t splitmix64(std::uint64_t& x) {
+  std::uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+Generator::Generator(std::uint64_t seed) {
+  for (auto& s : s_) s = splitmix64(seed);
+}
+
+std::uint64_t Generator::next_u64() {
+  auto rotl = [](std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+  const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const std::uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+double Generator::uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+
+double Generator::normal() {
+  if (has_spare_) {
+    has_spare_ = false;
+    return spare_;
+  }
+  double u1 = 0.0;
+  while (u1 <= 0.0) u1 = uniform();  // log(0) is not allowed
+  const double u2 = uniform();
+  const double r = std::sqrt(-2.0 * std::log(u1));
+  const double theta = 2.0 * std::numbers::pi * u2;
+  spare_ = r * std::sin(theta);
+  has_spare_ = true;
+  return r * std::cos(theta);
+}
+
+std::uint64_t Generator::below(std::uint64_t n) {
+  if (n == 0) throw Error("Generator::below: n must be positive, got 0");
+  const std::uint64_t limit = ~std::uint64_t{0} - (~std::uint64_t{0} % n);
+  for (;;) {
+    const std::uint64_t x = next_u64();
+    if (x < limit) return x % n;
+  }
+}
+
+// ---- Tensor ----------------------------------------------------------------------------------
+
+static std::shared_ptr<TensorImpl> make_impl(Shape shape, std::vector<float> values) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = std::move(shape);
+  impl->storage = std::make_shared<Storage>();
+  impl->storage->data = std::move(values);
+  return impl;
+}
+
+Tensor::Tensor(Shape shape, std::vector<float> values) {
+  check_shape("Tensor", shape);
+  const auto n = numel_of(shape);
+  if (static_cast<std::int64_t>(values.size()) != n)
+    throw Error(fmt::format("Tensor: shape {} needs {} values, got {}", shape_str(shape), n, values.size()));
+  impl_ = make_impl(std::move(shape), std::move(values));
+}
+
+Tensor Tensor::empty(Shape shape) { return full(std::move(shape), 0.0f); }
+Tensor Tensor::zeros(Shape shape) { return full(std::move(shape), 0.0f); }
+Tensor Tensor::ones(Shape shape) { return full(std::move(shape), 1.0f); }
+Tensor Tensor::scalar(float value) { return Tensor(Shape{}, {value}); }
+
+Tensor Tensor::full(Shape shape, float value) {
+  check_shape("Tensor::full", shape);
+  const auto n = static_cast<std::size_t>(numel_of(shape));
+  return Tensor(make_impl(std::move(shape), std::vector<float>(n, value)));
+}
+
+Tensor Tensor::arange(float start, float end, float step) {
+  if (step == 0.0f || !std::isfinite(step)) throw Error(fmt::format("arange: step must be finite and non-zero, got {}", step));
+  const double count = std::ceil((static_cast<double>(end) - start) / step);
+  const auto n = static_cast<std::int64_t>(count > 0 ? count : 0);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(start + static_cast<double>(i) * step);
+  return Tensor({n}, std::move(v));
+}
+
+Tensor Tensor::randn(Shape shape, Generator& gen, float mean, float std) {
+  Tensor t = zeros(std::move(shape));
+  for (auto& x : t.impl().storage->data) x = static_cast<float>(mean + std * gen.normal());
+  return t;
+}
+
+Tensor Tensor::uniform(Shape shape, float low, float high, Generator& gen) {
+  if (!(low <= high)) throw Error(fmt::format("uniform: low must be <= high, got low {} and high {}", low, high));
+  Tensor t = zeros(std::move(shape));
+  for (auto& x : t.impl().storage->data) x = static_cast<float>(low + (static_cast<double>(high) - low) * gen.uniform());
+  return t;
+}
+
+TensorImpl& Tensor::impl() const {
+  if (!impl_) throw Error("Tensor: use of an undefined tensor");
+  return *impl_;
+}
+const Shape& Tensor::shape() const { return impl().shape; }
+std::int64_t Tensor::numel() const { return numel_of(shape()); }
+std::int64_t Tensor::size(std::int64_t d) const { return shape()[static_cast<std::size_t>(wrap_dim("size", d, dim()))]; }
+float* Tensor::data() { return impl().storage->data.data(); }
+const float* Tensor::data() const { return impl().storage->data.data(); }
+
+float Tensor::item() const {
+  if (numel() != 1) throw Error(fmt::format("item: the tensor must have one element, but has shape {}", shape_str(shape())));
+  return data()[0];
+}
+
+static std::int64_t flat_index(const Shape& shape, std::initializer_list<std::int64_t> index) {
+  if (index.size() != shape.size())
+    throw Error(fmt::format("at: {} indices given for a tensor of shape {}", index.size(), shape_str(shape)));
+  std::int64_t flat = 0;
+  std::size_t d = 0;
+  for (auto i : index) {
+    if (i < 0 || i >= shape[d])
+      throw Error(fmt::format("at: index {} at dim {} is out of range for shape {} (valid: [0, {}))", i, d,
+                              shape_str(shape), shape[d]));
+    flat = flat * shape[d] + i;
+    ++d;
+  }
+  return flat;
+}
+
+float Tensor::at(std::initializer_list<std::int64_t> index) const { return data()[flat_index(shape(), index)]; }
+
+void Tensor::set(std::initializer_list<std::int64_t> index, float value) {
+  const auto flat = flat_index(shape(), index);
+  data()[flat] = value;
+  ++impl().storage->version;
+}
+
+bool Tensor::requires_grad() const { return impl().requires_grad; }
+bool Tensor::is_leaf() const { return impl().grad_fn == nullptr; }
+
+Tensor& Tensor::requires_grad_(bool on) {
+  if (!is_leaf())
+    throw Error("requires_grad_: only a leaf tensor's flag can be set (this tensor was made by an op; use detach())");
+  impl().requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad() const {
+  const auto& g = impl().grad;
+  if (!g || g->empty() || !is_leaf()) return {};
+  return g->dense();
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape();
+  impl->storage = this->impl().storage;
+  return Tensor(impl);
+}
+
+Tensor Tensor::clone() const { return Tensor(shape(), to_vector()); }
+
+// ---- IndexTensor -----------------------------------------------------------------------------
+
+IndexTensor::IndexTensor(std::initializer_list<std::int64_t> values)
+    : shape_{static_cast<std::int64_t>(values.size())}, data_(values) {}
+
+IndexTensor::IndexTensor(Shape shape, std::vector<std::int64_t> values) : shape_(std::move(shape)), data_(std::move(values)) {
+  check_shape("IndexTensor", shape_);
+  if (static_cast<std::int64_t>(data_.size()) != numel_of(shape_))
+    throw Error(fmt::format("IndexTensor: shape {} needs {} values, got {}", shape_str(shape_), numel_of(shape_), data_.size()));
+}
+
+IndexTensor IndexTensor::arange(std::int64_t start, std::int64_t end, std::int64_t step) {
+  if (step == 0) throw Error("IndexTensor::arange: step must be non-zero, got 0");
+  std::vector<std::int64_t> v;
+  for (auto i = start; step > 0 ? i < end : i > end; i += step) v.push_back(i);
+  const auto n = static_cast<std::int64_t>(v.size());
+  return IndexTensor({n}, std::move(v));
+}
+
+std::int64_t IndexTensor::size(std::int64_t d) const { return shape_[static_cast<std::size_t>(wrap_dim("size", d, dim()))]; }
+
+// ---- printing --------------------------------------------------------------------------------
+
+template <class T>
+static void format_nested(std::string& out, const Shape& shape, std::span<const T> v, std::size_t d, std::size_t& pos) {
+  if (d == shape.size()) {
+    if constexpr (std::is_floating_point_v<T>)
+      out += fmt::format("{:.6g}", v[pos++]);
+    else
+      out += fmt::format("{}", v[pos++]);
+    return;
+  }
+  out += '[';
+  for (std::int64_t i = 0; i < shape[d]; ++i) {
+    if (i) out += d + 1 == shape.size() ? ", " : ",\n" + std::string(d + 1, ' ');
+    format_nested(out, shape, v, d + 1, pos);
+  }
+  out += ']';
+}
+
+std::string to_string(const Tensor& t) {
+  if (!t.defined()) return "Tensor(undefined)";
+  std::string out = "tensor(";
+  std::size_t pos = 0;
+  format_nested(out, t.shape(), t.values(), 0, pos);
+  out += fmt::format(", shape={}{})", shape_str(t.shape()), t.requires_grad() ? ", requires_grad" : "");
+  return out;
+}
+
+std::string to_string(const IndexTensor& t) {
+  std::string out = "index_tensor(";
+  std::size_t pos = 0;
+  format_nested(out, t.shape(), t.values(), 0, pos);
+  return out + fmt::format(", shape={})", shape_str(t.shape()));
+}
+
+}  // namespace hitch

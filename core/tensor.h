@@ -1,0 +1,151 @@
+// hitch/core/tensor.h: Tensor (float32, row-major, contiguous, any rank), IndexTensor (int64)
+// and Generator (seeded, platform-independent random numbers).
+//
+// A Tensor is a shared handle: copying it shares the same TensorImpl, so the tape can find a
+// tensor again by identity. The values live in a Storage that several TensorImpls may share
+// (detach(), Parameter::alias_of); every in-place write through the library bumps the
+// storage's version so that a backward reading stale saved values fails loudly.
+// Left out on purpose: strides and views, dtypes other than float32, devices.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace hitch {
+
+// xoshiro256** seeded through splitmix64; the distributions are written here, so a seed gives
+// the same numbers with every compiler and standard library.
+class Generator {
+ public:
+  explicit Generator(std::uint64_t seed = 0);
+  std::uint64_t next_u64();
+  double uniform();                    // [0, 1), 53 random bits
+  double normal();                     // N(0, 1), Box-Muller (both values are used in turn)
+  std::uint64_t below(std::uint64_t n);  // uniform integer in [0, n), no modulo bias
+  std::array<std::uint64_t, 4> state() const { return s_; }
+  void set_state(const std::array<std::uint64_t, 4>& s) { s_ = s; has_spare_ = false; }
+
+ private:
+  std::array<std::uint64_t, 4> s_{};
+  bool has_spare_ = false;
+  double spare_ = 0.0;
+};
+
+struct Storage {
+  std::vector<float> data;
+  std::uint64_t version = 0;  // bumped by every in-place write
+};
+
+struct Node;
+class Grad;
+
+struct TensorImpl {
+  Shape shape;
+  std::shared_ptr<Storage> storage;
+  bool requires_grad = false;
+  std::shared_ptr<Node> grad_fn;  // the op that made this tensor; null for a leaf
+  std::shared_ptr<Grad> grad;     // leaves: kept across backward calls; others: during backward
+  // Parameter-only metadata (see core/parameter.h).
+  bool is_parameter = false;
+  bool alias_opt_in = false;
+  std::string name;
+};
+
+std::int64_t numel_of(const Shape& shape);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(Shape shape, std::vector<float> values);  // values.size() must equal the numel
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  static Tensor empty(Shape shape);  // uninitialised values (for op outputs)
+  static Tensor zeros(Shape shape);
+  static Tensor ones(Shape shape);
+  static Tensor full(Shape shape, float value);
+  static Tensor scalar(float value);  // shape []
+  static Tensor arange(float start, float end, float step = 1.0f);
+  static Tensor randn(Shape shape, Generator& gen, float mean = 0.0f, float std = 1.0f);
+  static Tensor uniform(Shape shape, float low, float high, Generator& gen);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  std::int64_t dim() const { return static_cast<std::int64_t>(shape().size()); }
+  std::int64_t size(std::int64_t d) const;  // d may be negative, counted from the end
+  std::int64_t numel() const;
+
+  float* data();
+  const float* data() const;
+  std::span<const float> values() const { return {data(), static_cast<std::size_t>(numel())}; }
+  std::vector<float> to_vector() const { return {values().begin(), values().end()}; }
+  float item() const;                                   // numel must be 1
+  float at(std::initializer_list<std::int64_t> index) const;
+  void set(std::initializer_list<std::int64_t> index, float value);  // in place, bumps version
+
+  bool requires_grad() const;
+  Tensor& requires_grad_(bool on = true);  // leaves only
+  bool is_leaf() const;
+  Tensor grad() const;   // the accumulated gradient, densified; undefined if none yet
+  Tensor detach() const;  // same storage, no graph
+  Tensor clone() const;   // copy of the values, no graph
+  bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
+
+  TensorImpl& impl() const;
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Indices for embedding, cross_entropy and friends: int64, row-major, any rank. A plain value
+// type: it never takes part in autograd.
+class IndexTensor {
+ public:
+  IndexTensor() = default;
+  IndexTensor(std::initializer_list<std::int64_t> values);  // 1-D
+  IndexTensor(Shape shape, std::vector<std::int64_t> values);
+  static IndexTensor arange(std::int64_t start, std::int64_t end, std::int64_t step = 1);
+
+  const Shape& shape() const { return shape_; }
+  std::int64_t dim() const { return static_cast<std::int64_t>(shape_.size()); }
+  std::int64_t size(std::int64_t d) const;
+  std::int64_t numel() const { return static_cast<std::int64_t>(data_.size()); }
+  const std::int64_t* data() const { return data_.data(); }
+  std::int64_t* data() { return data_.data(); }
+  std::span<const std::int64_t> values() const { return data_; }
+  std::int64_t operator[](std::int64_t flat) const { return data_[static_cast<std::size_t>(flat)]; }
+
+ private:
+  Shape shape_{0};
+  std::vector<std::int64_t> data_;
+};
+
+// Normalises dim (negative counts from the end) against rank, or throws naming op.
+std::int64_t wrap_dim(std::string_view op, std::int64_t dim, std::int64_t rank);
+
+std::string to_string(const Tensor& t);
+std::string to_string(const IndexTensor& t);
+
+}  // namespace hitch
+
+template <>
+struct fmt::formatter<hitch::Tensor> : fmt::formatter<std::string_view> {
+  auto format(const hitch::Tensor& t, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(hitch::to_string(t), ctx);
+  }
+};
+template <>
+struct fmt::formatter<hitch::IndexTensor> : fmt::formatter<std::string_view> {
+  auto format(const hitch::IndexTensor& t, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(hitch::to_string(t), ctx);
+  }
+};

@@ -1,0 +1,54 @@
+// hitch/nn/module.h: the Module base: parameter listing and train/eval, nothing else.
+//
+// A module lists its members by overriding members(): `m.param("weight", weight);
+// m.module("bag", bag);`. parameters() is computed from that when called, so it always reflects
+// the current members, and it holds each Parameter once (by identity, first-seen order) even
+// when two submodules hold the same one: that is what makes a tied table get one optimizer
+// state. Modules are not copyable (a copy would have to either share or deep-copy the
+// Parameters, and silently doing either surprises someone); they are movable.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/parameter.h"
+
+namespace hitch::nn {
+
+class Module {
+ public:
+  Module() = default;
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  Module(Module&&) = default;
+  Module& operator=(Module&&) = default;
+
+  // Ensures: each Parameter appears once, in first-seen order. Throws hitch::Error if two
+  // distinct Parameters share storage without allow_alias() (the from_pretrained pitfall).
+  std::vector<Parameter> parameters() const;
+  // Dotted names ("bag.weight"); a shared Parameter appears once, under its first name.
+  std::vector<std::pair<std::string, Parameter>> named_parameters() const;
+  void zero_grad(bool set_to_none = false);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+  struct Members {
+    virtual void param(std::string_view name, const Parameter& p) = 0;
+    virtual void module(std::string_view name, const Module& m) = 0;
+
+   protected:
+    ~Members() = default;
+  };
+  // Lists the direct members. Every module overrides it; a leaf module lists only params.
+  virtual void members(Members& m) const = 0;
+
+ private:
+  bool training_ = true;
+};
+
+}  // namespace hitch::nn

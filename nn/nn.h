@@ -1,0 +1,4 @@
+// hitch/nn/nn.h: the modules.
+#pragma once
+
+#include "nn/module.h"

@@ -1,0 +1,2 @@
+// hitch/optim/optim.h: the optimizers.
+#pragma once
