@@ -82,6 +82,12 @@ std::uint64_t Generator::below(std::uint64_t n) {
   }
 }
 
+Generator& default_generator() {
+  thread_local Generator gen(0);
+  return gen;
+}
+void manual_seed(std::uint64_t seed) { default_generator() = Generator(seed); }
+
 // ---- Tensor ----------------------------------------------------------------------------------
 
 static std::shared_ptr<TensorImpl> make_impl(Shape shape, std::vector<float> values) {

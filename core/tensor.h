@@ -40,6 +40,11 @@ class Generator {
   double spare_ = 0.0;
 };
 
+// The generator that module constructors use when none is passed: one per thread, seed 0
+// until manual_seed() sets it.
+Generator& default_generator();
+void manual_seed(std::uint64_t seed);
+
 struct Storage {
   std::vector<float> data;
   std::uint64_t version = 0;  // bumped by every in-place write
