@@ -43,6 +43,17 @@ void Parameter::zero_grad(bool set_to_none) {
     impl().grad->zero();
 }
 
+int Parameter::add_grad_hook(GradHook hook) {
+  auto& hooks = impl().grad_hooks;
+  const int id = hooks.empty() ? 1 : hooks.back().first + 1;
+  hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+
+void Parameter::remove_grad_hook(int id) {
+  std::erase_if(impl().grad_hooks, [id](const auto& h) { return h.first == id; });
+}
+
 bool Parameter::shares_storage_with(const Parameter& other) const { return impl().storage == other.impl().storage; }
 
 void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params) {

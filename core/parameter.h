@@ -48,6 +48,12 @@ class Parameter {
   // drops the gradient, so an optimizer skips this Parameter until a new one arrives.
   void zero_grad(bool set_to_none = false);
 
+  // hook sees every contribution to this Parameter's gradient during backward, with the node
+  // it came from, before it is added (PyTorch's leaf hooks only see the sum). Returns an id for
+  // remove_grad_hook.
+  int add_grad_hook(GradHook hook);
+  void remove_grad_hook(int id);
+
   bool is_same(const Parameter& other) const { return impl_ == other.impl_; }
   const void* id() const { return impl_.get(); }
   bool shares_storage_with(const Parameter& other) const;

@@ -82,6 +82,7 @@ void GradSink::add(std::size_t i, const Tensor& g) {
   if (g.shape() != target.shape)
     throw InternalError(fmt::format("{} backward: gradient of shape {} for input {} of shape {}", node_.op,
                                     shape_str(g.shape()), i, shape_str(target.shape)));
+  for (const auto& [id, hook] : target.grad_hooks) hook(GradContribution{.node = node_, .dense = &g, .rows = {}, .values = {}, .row_width = 0});
   grad_of(target).add(g);
 }
 
@@ -89,7 +90,10 @@ void GradSink::add_rows(std::size_t i, std::span<const std::int64_t> rows, std::
                         bool sparse) {
   if (!wants(i)) return;
   TensorImpl& target = *node_.inputs[i];
-  grad_of(target).add_rows(rows, values, sparse && target.grad_fn == nullptr);
+  Grad& grad = grad_of(target);
+  for (const auto& [id, hook] : target.grad_hooks)
+    hook(GradContribution{.node = node_, .dense = nullptr, .rows = rows, .values = values, .row_width = grad.row_width()});
+  grad.add_rows(rows, values, sparse && target.grad_fn == nullptr);
 }
 
 static std::vector<Node*> reached_nodes(const std::shared_ptr<Node>& root, bool check) {

@@ -39,6 +39,17 @@ struct Node {
   std::uint64_t mark = 0;  // reachability stamp of the backward pass that last saw this node
 };
 
+// One contribution arriving at a leaf during backward, as a grad hook sees it: from which node
+// (op name and number), dense (dense != nullptr) or as rows (rows / values, row_width floats
+// per row). Seen before it is added; a hook must not keep the pointers.
+struct GradContribution {
+  const Node& node;
+  const Tensor* dense = nullptr;
+  std::span<const std::int64_t> rows;
+  std::span<const float> values;
+  std::int64_t row_width = 0;
+};
+
 // What a backward function writes into: input i's gradient, by addition only.
 class GradSink {
  public:

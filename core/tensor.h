@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -52,6 +53,8 @@ struct Storage {
 
 struct Node;
 class Grad;
+struct GradContribution;
+using GradHook = std::function<void(const GradContribution&)>;
 
 struct TensorImpl {
   Shape shape;
@@ -63,6 +66,7 @@ struct TensorImpl {
   bool is_parameter = false;
   bool alias_opt_in = false;
   std::string name;
+  std::vector<std::pair<int, GradHook>> grad_hooks;  // see Parameter::add_grad_hook
 };
 
 std::int64_t numel_of(const Shape& shape);
