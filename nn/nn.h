@@ -2,3 +2,5 @@
 #pragma once
 
 #include "nn/module.h"
+#include "nn/linear.h"
+#include "nn/embedding.h"
