@@ -3,4 +3,3 @@
 
 #include "nn/module.h"
 #include "nn/linear.h"
-#include "nn/embedding.h"
