@@ -1,0 +1,112 @@
+// hitch/optim/adagrad.cpp: Adagrad (see adagrad.h). Element order follows PyTorch 1.13's
+// single-tensor path in float32; the dense and sparse paths differ there in one place, kept here:
+// dense p + (-clr * g) / std, sparse p + -clr * (g / std).
+#include "optim/adagrad.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace hitch::optim {
+
+namespace {
+
+struct AdagradScalars {
+  float sign, weight_decay, eps, neg_clr;
+  bool use_weight_decay;
+};
+
+template <bool kZeroGrad>
+void adagrad_dense_kernel(float* p, const float* g, float* sum, std::size_t n, const AdagradScalars& s) {
+  for (std::size_t i = 0; i < n; ++i) {
+    float gi = kZeroGrad ? 0.0f : g[i] * s.sign;
+    if (s.use_weight_decay) gi = gi + s.weight_decay * p[i];
+    sum[i] = sum[i] + gi * gi;
+    const float std_dev = std::sqrt(sum[i]) + s.eps;
+    p[i] = p[i] + s.neg_clr * gi / std_dev;
+  }
+}
+
+// One coalesced gradient row (no weight decay: refused for sparse gradients).
+void adagrad_sparse_kernel(float* p, const float* g, float* sum, std::size_t n, const AdagradScalars& s) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float gi = g[i] * s.sign;
+    sum[i] = sum[i] + gi * gi;
+    const float std_dev = std::sqrt(sum[i]) + s.eps;
+    p[i] = p[i] + s.neg_clr * (gi / std_dev);
+  }
+}
+
+}  // namespace
+
+Adagrad::Adagrad(const std::vector<Parameter>& params, const AdagradOptions& options) : OptimizerWith("Adagrad") {
+  install(params, options);
+}
+Adagrad::Adagrad(std::vector<ParamGroup<AdagradOptions>> groups) : OptimizerWith("Adagrad") {
+  install(std::move(groups));
+}
+
+void Adagrad::check_options(const AdagradOptions& o, const std::string& where) const {
+  check_at_least(name(), "lr", o.lr, 0.0, where);
+  check_at_least(name(), "lr_decay", o.lr_decay, 0.0, where);
+  check_at_least(name(), "weight_decay", o.weight_decay, 0.0, where);
+  check_at_least(name(), "initial_accumulator_value", o.initial_accumulator_value, 0.0, where);
+  check_at_least(name(), "eps", o.eps, 0.0, where);
+}
+
+void Adagrad::on_group_added(const ParamGroup<AdagradOptions>& group) {
+  for (const Parameter& p : group.params) {
+    AdagradState& st = state_for(p);
+    st.sum.assign(static_cast<std::size_t>(p.numel()), static_cast<float>(group.options.initial_accumulator_value));
+  }
+}
+
+void Adagrad::check_step() const {
+  check_all_options();
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
+    const AdagradOptions& o = groups_[gi].options;
+    for (const Parameter& p : groups_[gi].params) {
+      const Grad* grad = p.grad_store();
+      if (grad != nullptr && grad->is_sparse() && o.weight_decay != 0.0)
+        throw Error(fmt::format("Adagrad: weight_decay is not supported with sparse gradients, but Parameter {} has "
+                                "a sparse gradient and weight_decay = {}{}; use weight_decay = 0 or dense lookups "
+                                "(sparse = false)",
+                                param_label(p), o.weight_decay, group_suffix(gi)));
+    }
+  }
+}
+
+void Adagrad::update() {
+  for (auto& group : groups_) {
+    const AdagradOptions& o = group.options;
+    for (Parameter& p : group.params) {
+      Grad* grad = p.grad_store();
+      if (grad == nullptr) continue;
+      AdagradState& st = state_for(p);  // created when p joined
+      st.step += 1;
+      const double clr = o.lr / (1.0 + static_cast<double>(st.step - 1) * o.lr_decay);
+      const AdagradScalars s{o.maximize ? -1.0f : 1.0f, static_cast<float>(o.weight_decay), static_cast<float>(o.eps),
+                             static_cast<float>(-clr), o.weight_decay != 0.0};
+      float* data = p.data();
+      float* sum = st.sum.data();
+      if (grad->is_sparse()) {
+        grad->coalesce();  // duplicates summed before squaring
+        const auto width = static_cast<std::size_t>(grad->row_width());
+        const auto rows = grad->rows();
+        const float* values = grad->row_values().data();
+        for (std::size_t k = 0; k < rows.size(); ++k) {
+          const std::size_t at = static_cast<std::size_t>(rows[k]) * width;
+          adagrad_sparse_kernel(data + at, values + k * width, sum + at, width, s);
+        }
+      } else {
+        for_each_dense_run(
+            *grad, static_cast<std::size_t>(p.numel()),
+            [&](std::size_t at, const float* g, std::size_t n) { adagrad_dense_kernel<false>(data + at, g, sum + at, n, s); },
+            [&](std::size_t at, std::size_t n) { adagrad_dense_kernel<true>(data + at, nullptr, sum + at, n, s); });
+      }
+      p.bump_version();
+    }
+  }
+}
+
+}  // namespace hitch::optim

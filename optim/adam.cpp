@@ -1,0 +1,134 @@
+// hitch/optim/adam.cpp: Adam and AdamW (see adam.h). One kernel serves both; the element order
+// is PyTorch 1.13's single-tensor path in float32 (REFERENCE §3.2's bit-exact recipe):
+//   g + wd*p as one add-with-multiplier; m*b1 then + (1-b1)*g; v*b2 then + (1-b2)*g*g;
+//   den = sqrt(v)/sqrt(bc2) + eps; p + (-lr/bc1)*m/den; scalars in double, rounded to float once.
+#include "optim/adam.h"
+
+#include <cmath>
+#include <limits>
+
+namespace hitch::optim {
+
+namespace {
+
+struct AdamHyper {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool amsgrad, maximize, decoupled;
+};
+
+struct AdamScalars {
+  float sign, weight_decay, decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step;
+  bool l2, decoupled, amsgrad;
+};
+
+// n floats of p, g, m, v (and vmax when amsgrad). kZeroGrad: g is zero and not read (rows absent
+// from a sparse gradient, walked as if dense).
+template <bool kZeroGrad>
+void adam_kernel(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n, const AdamScalars& s) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (s.decoupled) p[i] = p[i] * s.decay_factor;  // AdamW: decay the pre-update value first
+    float gi = kZeroGrad ? 0.0f : g[i] * s.sign;
+    if (s.l2) gi = gi + s.weight_decay * p[i];
+    m[i] = m[i] * s.beta1 + s.one_minus_beta1 * gi;
+    v[i] = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
+    float second = v[i];
+    if (s.amsgrad) {
+      // torch.maximum: NaN in either operand propagates.
+      if (second > vmax[i] || std::isnan(second)) vmax[i] = second;
+      second = vmax[i];
+    }
+    const float den = std::sqrt(second) / s.bc2_sqrt + s.eps;
+    p[i] = p[i] + s.neg_step * m[i] / den;
+  }
+}
+
+void adam_param_step(Parameter& p, AdamState& st, const AdamHyper& h) {
+  const auto numel = static_cast<std::size_t>(p.numel());
+  if (st.exp_avg.empty() && numel > 0) {
+    st.exp_avg.assign(numel, 0.0f);
+    st.exp_avg_sq.assign(numel, 0.0f);
+  }
+  if (h.amsgrad && st.max_exp_avg_sq.size() != numel) st.max_exp_avg_sq.assign(numel, 0.0f);
+  st.step += 1;
+  const auto t = static_cast<double>(st.step);
+  const double bc1 = 1.0 - std::pow(h.beta1, t);
+  const double bc2 = 1.0 - std::pow(h.beta2, t);
+  const AdamScalars s{h.maximize ? -1.0f : 1.0f,
+                      static_cast<float>(h.weight_decay),
+                      static_cast<float>(1.0 - h.lr * h.weight_decay),
+                      static_cast<float>(h.beta1),
+                      static_cast<float>(1.0 - h.beta1),
+                      static_cast<float>(h.beta2),
+                      static_cast<float>(1.0 - h.beta2),
+                      static_cast<float>(std::sqrt(bc2)),
+                      static_cast<float>(h.eps),
+                      static_cast<float>(-(h.lr / bc1)),
+                      !h.decoupled && h.weight_decay != 0.0,
+                      h.decoupled,
+                      h.amsgrad};
+  float* data = p.data();
+  float* m = st.exp_avg.data();
+  float* v = st.exp_avg_sq.data();
+  float* vmax = h.amsgrad ? st.max_exp_avg_sq.data() : nullptr;
+  for_each_dense_run(
+      *p.grad_store(), numel,
+      [&](std::size_t at, const float* g, std::size_t n) {
+        adam_kernel<false>(data + at, g, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
+      },
+      [&](std::size_t at, std::size_t n) {
+        adam_kernel<true>(data + at, nullptr, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
+      });
+  p.bump_version();
+}
+
+template <class Options>
+void check_adam_options(std::string_view who, const Options& o, const std::string& where) {
+  check_at_least(who, "lr", o.lr, 0.0, where);
+  check_at_least(who, "eps", o.eps, 0.0, where);
+  check_unit_interval(who, "betas[0]", o.betas.first, where);
+  check_unit_interval(who, "betas[1]", o.betas.second, where);
+  check_at_least(who, "weight_decay", o.weight_decay, 0.0, where);
+}
+
+template <class Options>
+AdamHyper hyper_of(const Options& o, bool decoupled) {
+  return AdamHyper{o.lr, o.betas.first, o.betas.second, o.eps, o.weight_decay, o.amsgrad, o.maximize, decoupled};
+}
+
+}  // namespace
+
+Adam::Adam(const std::vector<Parameter>& params, const AdamOptions& options) : OptimizerWith("Adam") {
+  install(params, options);
+}
+Adam::Adam(std::vector<ParamGroup<AdamOptions>> groups) : OptimizerWith("Adam") { install(std::move(groups)); }
+
+void Adam::check_options(const AdamOptions& o, const std::string& where) const {
+  check_adam_options(name(), o, where);
+}
+
+void Adam::update() {
+  for (auto& group : groups_) {
+    const AdamHyper h = hyper_of(group.options, false);
+    for (Parameter& p : group.params)
+      if (p.grad_store() != nullptr) adam_param_step(p, state_for(p), h);
+  }
+}
+
+AdamW::AdamW(const std::vector<Parameter>& params, const AdamWOptions& options) : OptimizerWith("AdamW") {
+  install(params, options);
+}
+AdamW::AdamW(std::vector<ParamGroup<AdamWOptions>> groups) : OptimizerWith("AdamW") { install(std::move(groups)); }
+
+void AdamW::check_options(const AdamWOptions& o, const std::string& where) const {
+  check_adam_options(name(), o, where);
+}
+
+void AdamW::update() {
+  for (auto& group : groups_) {
+    const AdamHyper h = hyper_of(group.options, true);
+    for (Parameter& p : group.params)
+      if (p.grad_store() != nullptr) adam_param_step(p, state_for(p), h);
+  }
+}
+
+}  // namespace hitch::optim

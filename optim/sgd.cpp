@@ -1,0 +1,117 @@
+// hitch/optim/sgd.cpp: SGD (see sgd.h). Element order follows PyTorch 1.13's single-tensor
+// path in float32, with every scalar computed in double and rounded to float once.
+#include "optim/sgd.h"
+
+#include <fmt/format.h>
+
+namespace hitch::optim {
+
+namespace {
+
+struct SgdScalars {
+  float sign;                 // -1 for maximize
+  float weight_decay;         // used only if use_weight_decay
+  float momentum;             // mu
+  float one_minus_dampening;  // 1 - tau
+  float neg_lr;               // -lr
+  bool use_weight_decay;
+  bool nesterov;
+};
+
+// p, g, buf: n floats. buf null: no momentum. first: the buffer is created by this step
+// (b = d, without the (1 - dampening) factor). kZeroGrad: g is all zero and not read.
+template <bool kZeroGrad>
+void sgd_kernel(float* p, const float* g, float* buf, bool first, std::size_t n, const SgdScalars& s) {
+  for (std::size_t i = 0; i < n; ++i) {
+    float d = kZeroGrad ? 0.0f : g[i] * s.sign;
+    if (s.use_weight_decay) d = d + s.weight_decay * p[i];
+    if (buf != nullptr) {
+      buf[i] = first ? d : buf[i] * s.momentum + s.one_minus_dampening * d;
+      d = s.nesterov ? d + s.momentum * buf[i] : buf[i];
+    }
+    p[i] = p[i] + s.neg_lr * d;
+  }
+}
+
+}  // namespace
+
+SGD::SGD(const std::vector<Parameter>& params, const SGDOptions& options) : OptimizerWith("SGD") {
+  install(params, options);
+}
+
+SGD::SGD(std::vector<ParamGroup<SGDOptions>> groups) : OptimizerWith("SGD") { install(std::move(groups)); }
+
+void SGD::check_options(const SGDOptions& o, const std::string& where) const {
+  check_at_least(name(), "lr", o.lr, 0.0, where);
+  check_at_least(name(), "momentum", o.momentum, 0.0, where);
+  check_at_least(name(), "weight_decay", o.weight_decay, 0.0, where);
+  if (o.nesterov && !(o.momentum > 0.0 && o.dampening == 0.0))
+    throw Error(fmt::format("SGD: nesterov requires momentum > 0 and dampening = 0, but got momentum = {} and "
+                            "dampening = {}{}",
+                            o.momentum, o.dampening, where));
+}
+
+void SGD::check_step() const {
+  check_all_options();
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
+    const SGDOptions& o = groups_[gi].options;
+    for (const Parameter& p : groups_[gi].params) {
+      const Grad* grad = p.grad_store();
+      if (grad != nullptr && grad->is_sparse() && o.weight_decay != 0.0)
+        throw Error(fmt::format("SGD: weight_decay is not supported with sparse gradients, but Parameter {} has a "
+                                "sparse gradient and weight_decay = {}{}; use weight_decay = 0 or dense lookups "
+                                "(sparse = false)",
+                                param_label(p), o.weight_decay, group_suffix(gi)));
+    }
+  }
+}
+
+void SGD::update() {
+  for (auto& group : groups_) {
+    const SGDOptions& o = group.options;
+    const SgdScalars s{o.maximize ? -1.0f : 1.0f,
+                       static_cast<float>(o.weight_decay),
+                       static_cast<float>(o.momentum),
+                       static_cast<float>(1.0 - o.dampening),
+                       static_cast<float>(-o.lr),
+                       o.weight_decay != 0.0,
+                       o.nesterov};
+    for (Parameter& p : group.params) {
+      Grad* grad = p.grad_store();
+      if (grad == nullptr) continue;  // no gradient this step: skipped entirely
+      const auto numel = static_cast<std::size_t>(p.numel());
+      float* data = p.data();
+      if (o.momentum == 0.0) {
+        if (grad->is_sparse()) {
+          // Only the rows present in the gradient move (weight decay is refused for sparse).
+          grad->coalesce();
+          const auto width = static_cast<std::size_t>(grad->row_width());
+          const auto rows = grad->rows();
+          const float* values = grad->row_values().data();
+          for (std::size_t k = 0; k < rows.size(); ++k)
+            sgd_kernel<false>(data + static_cast<std::size_t>(rows[k]) * width, values + k * width, nullptr, false,
+                              width, s);
+        } else {
+          for_each_dense_run(
+              *grad, numel,
+              [&](std::size_t at, const float* g, std::size_t n) { sgd_kernel<false>(data + at, g, nullptr, false, n, s); },
+              [&](std::size_t at, std::size_t n) { sgd_kernel<true>(data + at, nullptr, nullptr, false, n, s); });
+        }
+      } else {
+        // Momentum: dense buffer; a sparse gradient is walked as if dense (absent rows have g = 0),
+        // which is exactly PyTorch's sparse-buffer result.
+        std::vector<float>& buf = state_for(p).momentum_buffer;
+        const bool first = buf.empty();
+        if (first) buf.assign(numel, 0.0f);
+        float* b = buf.data();
+        for_each_dense_run(
+            *grad, numel,
+            [&](std::size_t at, const float* g, std::size_t n) { sgd_kernel<false>(data + at, g, b + at, first, n, s); },
+            [&](std::size_t at, std::size_t n) { sgd_kernel<true>(data + at, nullptr, b + at, first, n, s); });
+      }
+      p.bump_version();
+    }
+  }
+}
+
+}  // namespace hitch::optim

@@ -1,0 +1,108 @@
+// hitch/optim/sparse_adam.cpp: SparseAdam (see sparse_adam.h). Element order follows PyTorch
+// 1.13's sparse_adam in float32: the moments are updated in the "old += (1-b)(new-old)" form,
+// and p gets (m / (sqrt(v) + eps)) * (-step_size). Only the gradient's rows are read or written.
+#include "optim/sparse_adam.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace hitch::optim {
+
+namespace {
+
+struct SparseAdamScalars {
+  float sign, one_minus_beta1, one_minus_beta2, eps, neg_step;
+};
+
+void sparse_adam_kernel(float* p, const float* g, float* m, float* v, std::size_t n, const SparseAdamScalars& s) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float gi = g[i] * s.sign;
+    const float m_old = m[i];
+    const float v_old = v[i];
+    const float m_upd = (gi - m_old) * s.one_minus_beta1;
+    const float v_upd = (gi * gi - v_old) * s.one_minus_beta2;
+    m[i] = m_old + m_upd;
+    v[i] = v_old + v_upd;
+    const float den = std::sqrt(v_upd + v_old) + s.eps;
+    p[i] = p[i] + (m_upd + m_old) / den * s.neg_step;
+  }
+}
+
+}  // namespace
+
+SparseAdam::SparseAdam(const std::vector<Parameter>& params, const SparseAdamOptions& options)
+    : OptimizerWith("SparseAdam") {
+  install(params, options);
+}
+SparseAdam::SparseAdam(std::vector<ParamGroup<SparseAdamOptions>> groups) : OptimizerWith("SparseAdam") {
+  install(std::move(groups));
+}
+
+void SparseAdam::check_options(const SparseAdamOptions& o, const std::string& where) const {
+  // lr > 0 when built (PyTorch's rule); a schedule may later take it down to 0.
+  if (constructed_)
+    check_at_least(name(), "lr", o.lr, 0.0, where);
+  else
+    check_positive(name(), "lr", o.lr, where);
+  check_positive(name(), "eps", o.eps, where);
+  check_unit_interval(name(), "betas[0]", o.betas.first, where);
+  check_unit_interval(name(), "betas[1]", o.betas.second, where);
+}
+
+void SparseAdam::on_group_added(const ParamGroup<SparseAdamOptions>& group) {
+  for (std::size_t i = 0; i < group.params.size(); ++i)
+    if (group.params[i].shape().empty())
+      throw Error(fmt::format("SparseAdam: Parameter {} (position {}) has shape [], but SparseAdam needs a Parameter "
+                              "with rows (rank >= 1)",
+                              param_label(group.params[i]), i));
+}
+
+void SparseAdam::check_step() const {
+  check_all_options();
+  for (std::size_t gi = 0; gi < groups_.size(); ++gi)
+    for (const Parameter& p : groups_[gi].params) {
+      const Grad* grad = p.grad_store();
+      if (grad != nullptr && !grad->empty() && !grad->is_sparse())
+        throw Error(fmt::format("SparseAdam: Parameter {}{} has a dense gradient, but SparseAdam does not support "
+                                "dense gradients; please consider Adam instead (or make every lookup of this "
+                                "Parameter sparse: .sparse = true)",
+                                param_label(p), group_suffix(gi)));
+    }
+}
+
+void SparseAdam::update() {
+  for (auto& group : groups_) {
+    const SparseAdamOptions& o = group.options;
+    for (Parameter& p : group.params) {
+      Grad* grad = p.grad_store();
+      if (grad == nullptr) continue;
+      SparseAdamState& st = state_for(p);
+      const auto numel = static_cast<std::size_t>(p.numel());
+      if (st.exp_avg.empty() && numel > 0) {
+        st.exp_avg.assign(numel, 0.0f);
+        st.exp_avg_sq.assign(numel, 0.0f);
+      }
+      st.step += 1;  // per Parameter, also for an empty gradient
+      if (grad->empty() || grad->rows().empty()) continue;
+      grad->coalesce();
+      const auto t = static_cast<double>(st.step);
+      const double bc1 = 1.0 - std::pow(o.betas.first, t);
+      const double bc2 = 1.0 - std::pow(o.betas.second, t);
+      const SparseAdamScalars s{o.maximize ? -1.0f : 1.0f, static_cast<float>(1.0 - o.betas.first),
+                                static_cast<float>(1.0 - o.betas.second), static_cast<float>(o.eps),
+                                static_cast<float>(-(o.lr * std::sqrt(bc2) / bc1))};
+      const auto width = static_cast<std::size_t>(grad->row_width());
+      const auto rows = grad->rows();
+      const float* values = grad->row_values().data();
+      float* data = p.data();
+      for (std::size_t k = 0; k < rows.size(); ++k) {
+        const std::size_t at = static_cast<std::size_t>(rows[k]) * width;
+        sparse_adam_kernel(data + at, values + k * width, st.exp_avg.data() + at, st.exp_avg_sq.data() + at, width, s);
+      }
+      p.bump_version();
+    }
+  }
+}
+
+}  // namespace hitch::optim
