@@ -9,7 +9,8 @@
 //
 // Backward: an operand's gradient is the output gradient (times the local derivative) summed,
 // in double, over the dims along which that operand was broadcast, so it has the operand's shape.
-#include <cmath>
+#include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "core/tape.h"
@@ -149,7 +150,8 @@ Tensor forward(const Broadcast& p, const Tensor& a, const Tensor& b, F&& f) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("add", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x + y; });
-  record("add", {a, b}, out, [p, sa = a.shape(), sb = b.shape()](const Tensor& g, GradSink& sink) {
+  if (!will_record({a, b})) return out;
+  record("add", {a, b}, out, [p = std::move(p), sa = a.shape(), sb = b.shape()](const Tensor& g, GradSink& sink) {
     const float* G = g.data();
     auto pass = [G](i64 io, i64, i64) { return G[io]; };
     if (sink.wants(0)) sink.add(0, sa == g.shape() ? g : reduce_grad(p, 0, sa, pass));
@@ -162,7 +164,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("sub", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x - y; });
-  record("sub", {a, b}, out, [p, sa = a.shape(), sb = b.shape()](const Tensor& g, GradSink& sink) {
+  if (!will_record({a, b})) return out;
+  record("sub", {a, b}, out, [p = std::move(p), sa = a.shape(), sb = b.shape()](const Tensor& g, GradSink& sink) {
     const float* G = g.data();
     if (sink.wants(0)) sink.add(0, sa == g.shape() ? g : reduce_grad(p, 0, sa, [G](i64 io, i64, i64) { return G[io]; }));
     if (sink.wants(1)) sink.add(1, reduce_grad(p, 1, sb, [G](i64 io, i64, i64) { return -G[io]; }));
@@ -174,10 +177,11 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("mul", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x * y; });
+  if (!will_record({a, b})) return out;
   const Tensor av = a.detach(), bv = b.detach();
   record(
       "mul", {a, b}, out,
-      [p, av, bv](const Tensor& g, GradSink& sink) {
+      [p = std::move(p), av, bv](const Tensor& g, GradSink& sink) {
         const float *G = g.data(), *x = av.data(), *y = bv.data();
         if (sink.wants(0)) sink.add(0, reduce_grad(p, 0, av.shape(), [=](i64 io, i64, i64 ib) { return G[io] * y[ib]; }));
         if (sink.wants(1)) sink.add(1, reduce_grad(p, 1, bv.shape(), [=](i64 io, i64 ia, i64) { return G[io] * x[ia]; }));
@@ -190,10 +194,11 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 Tensor div(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("div", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x / y; });
+  if (!will_record({a, b})) return out;
   const Tensor av = a.detach(), bv = b.detach();
   record(
       "div", {a, b}, out,
-      [p, av, bv](const Tensor& g, GradSink& sink) {
+      [p = std::move(p), av, bv](const Tensor& g, GradSink& sink) {
         const float *G = g.data(), *x = av.data(), *y = bv.data();
         if (sink.wants(0)) sink.add(0, reduce_grad(p, 0, av.shape(), [=](i64 io, i64, i64 ib) { return G[io] / y[ib]; }));
         if (sink.wants(1))
