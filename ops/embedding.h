@@ -19,11 +19,11 @@
 namespace hitch {
 
 struct EmbeddingOptions {
-  std::optional<std::int64_t> padding_idx;  // none, or in [-N, N) (negative counts from the end)
-  std::optional<float> max_norm;            // renormalise looked-up rows in place; must be > 0
-  float norm_type = 2.0f;                   // p of the p-norm for max_norm (inf allowed)
-  bool scale_grad_by_freq = false;          // divide row r's gradient by r's count in indices
-  bool sparse = false;                      // row-sparse gradient for weight
+  std::optional<std::int64_t> padding_idx{};  // none, or in [-N, N) (negative counts from the end)
+  std::optional<float> max_norm{};            // renormalise looked-up rows in place; must be > 0
+  float norm_type = 2.0f;                     // p of the p-norm for max_norm (inf allowed)
+  bool scale_grad_by_freq = false;            // divide row r's gradient by r's count in indices
+  bool sparse = false;                        // row-sparse gradient for weight
 };
 
 Tensor embedding(const IndexTensor& indices, const Tensor& weight, const EmbeddingOptions& options = {});
@@ -35,8 +35,8 @@ std::string_view to_string(BagMode mode);
 
 struct EmbeddingBagOptions {
   BagMode mode = BagMode::Mean;  // PyTorch's default
-  std::optional<std::int64_t> padding_idx;
-  std::optional<float> max_norm;
+  std::optional<std::int64_t> padding_idx{};
+  std::optional<float> max_norm{};
   float norm_type = 2.0f;
   bool scale_grad_by_freq = false;   // sum, mean, sqrtn; count over the whole input
   bool include_last_offset = false;  // 1-D form: offsets has B+1 entries, the last one ends bag B-1
