@@ -3,3 +3,4 @@
 
 #include "nn/module.h"
 #include "nn/linear.h"
+#include "nn/embedding.h"
