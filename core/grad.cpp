@@ -15,6 +15,11 @@ void Grad::add(const Tensor& g) {
   if (g.shape() != shape_)
     throw InternalError(fmt::format("Grad::add: contribution of shape {} for a gradient of shape {}",
                                     shape_str(g.shape()), shape_str(shape_)));
+  if (layout_ == Layout::Empty) {  // first contribution: a copy, not zeros plus an add
+    dense_ = g.clone();
+    layout_ = Layout::Dense;
+    return;
+  }
   float* dst = dense_data();
   const float* src = g.data();
   const auto n = numel_of(shape_);

@@ -159,6 +159,7 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
   const std::vector<Node*> reached = reached_nodes(root.grad_fn, true);
 
   grad_of(root).add(seed);
+  NoGradGuard no_grad;  // ops used inside backward functions must not record
   for (Node* n : reached) {
     auto out = n->output.lock();
     if (!out || !out->grad || out->grad->empty()) continue;

@@ -24,7 +24,8 @@ static void check_shape(std::string_view op, const Shape& shape) {
 }
 
 std::int64_t wrap_dim(std::string_view op, std::int64_t dim, std::int64_t rank) {
-  if (dim < -rank || dim >= rank || rank == 0)
+  if (rank == 0) throw Error(fmt::format("{}: dim {} given for a tensor of rank 0, which has no dims", op, dim));
+  if (dim < -rank || dim >= rank)
     throw Error(fmt::format("{}: dim {} is out of range for a tensor of rank {} (valid: [{}, {}])", op, dim, rank,
                             -rank, rank - 1));
   return dim < 0 ? dim + rank : dim;

@@ -77,7 +77,7 @@ class Tensor {
   Tensor(Shape shape, std::vector<float> values);  // values.size() must equal the numel
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  static Tensor empty(Shape shape);  // uninitialised values (for op outputs)
+  static Tensor empty(Shape shape);  // for op outputs that are fully written (zero-filled today)
   static Tensor zeros(Shape shape);
   static Tensor ones(Shape shape);
   static Tensor full(Shape shape, float value);
