@@ -1,10 +1,55 @@
 // hitch/core/grad.cpp: dense and row-sparse gradient storage (see grad.h).
 #include "core/grad.h"
 
-#include <algorithm>
+#include <limits>
+#include <mutex>
 #include <numeric>
 
 namespace hitch {
+
+namespace {
+// Recycled block buffers (see make_row_block): at most kKeep, the largest kept.
+constexpr std::size_t kKeep = 4;
+std::mutex pool_mutex;
+std::vector<RowBlock> pool;
+}  // namespace
+
+RowBlock make_row_block(std::size_t rows, std::size_t width) {
+  RowBlock block;
+  {
+    std::lock_guard lock(pool_mutex);
+    // The smallest pooled block that fits, else the largest (it grows).
+    std::size_t pick = pool.size();
+    for (std::size_t i = 0; i < pool.size(); ++i) {
+      const bool fits = pool[i].values.capacity() >= rows * width && pool[i].rows.capacity() >= rows;
+      if (fits && (pick == pool.size() || pool[i].values.capacity() < pool[pick].values.capacity())) pick = i;
+    }
+    if (pick == pool.size() && !pool.empty()) pick = 0;
+    if (pick < pool.size()) {
+      block = std::move(pool[pick]);
+      pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(pick));
+    }
+  }
+  block.rows.resize(rows);
+  block.values.resize(rows * width);
+  return block;
+}
+
+static void recycle(RowBlock&& block) {
+  if (block.values.capacity() == 0) return;
+  std::lock_guard lock(pool_mutex);
+  pool.push_back(std::move(block));
+  std::sort(pool.begin(), pool.end(),
+            [](const RowBlock& a, const RowBlock& b) { return a.values.capacity() > b.values.capacity(); });
+  if (pool.size() > kKeep) pool.resize(kKeep);
+}
+
+Grad::~Grad() { release_blocks(); }
+
+void Grad::release_blocks() {
+  for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values)});
+  blocks_.clear();
+}
 
 std::int64_t Grad::row_width() const {
   if (shape_.empty() || shape_[0] == 0) return 0;
@@ -26,79 +71,143 @@ void Grad::add(const Tensor& g) {
   for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
+static bool sorted_unique(std::span<const std::int64_t> rows) {
+  for (std::size_t k = 1; k < rows.size(); ++k)
+    if (rows[k] <= rows[k - 1]) return false;
+  return true;
+}
+
 void Grad::add_rows(std::span<const std::int64_t> rows, std::span<const float> values, bool sparse) {
+  RowBlock block = make_row_block(rows.size(), static_cast<std::size_t>(row_width()));
+  if (values.size() != block.values.size())
+    throw InternalError(fmt::format("Grad::add_rows: {} rows of width {} but {} values", rows.size(), row_width(),
+                                    values.size()));
+  std::copy(rows.begin(), rows.end(), block.rows.begin());
+  std::copy(values.begin(), values.end(), block.values.begin());
+  add_rows(std::move(block), sparse);
+}
+
+void Grad::add_rows(RowBlock&& block, bool sparse) {
   const auto width = static_cast<std::size_t>(row_width());
-  if (values.size() != rows.size() * width)
-    throw InternalError(fmt::format("Grad::add_rows: {} rows of width {} but {} values", rows.size(), width, values.size()));
+  if (block.values.size() != block.rows.size() * width)
+    throw InternalError(fmt::format("Grad::add_rows: {} rows of width {} but {} values", block.rows.size(), width,
+                                    block.values.size()));
   if (sparse && layout_ != Layout::Dense) {
     layout_ = Layout::Sparse;
-    if (!rows.empty()) coalesced_ = false;
-    rows_.insert(rows_.end(), rows.begin(), rows.end());
-    values_.insert(values_.end(), values.begin(), values.end());
+    if (block.rows.empty()) return;
+    const bool sorted = sorted_unique(block.rows);
+    blocks_.push_back(Block{std::move(block.rows), std::move(block.values), sorted});
     return;
   }
-  float* dst = dense_data();
-  for (std::size_t m = 0; m < rows.size(); ++m) {
-    float* row = dst + static_cast<std::size_t>(rows[m]) * width;
-    const float* src = values.data() + m * width;
-    for (std::size_t d = 0; d < width; ++d) row[d] += src[d];
-  }
+  scatter_into(dense_data(), block.rows, block.values.data());
+  recycle(std::move(block));
+}
+
+// dst[rows[m]] += values[m]. Sorted unique rows are independent, so large blocks are split over
+// threads by position; other blocks are added serially, in order.
+void Grad::scatter_into(float* dst, std::span<const std::int64_t> rows, const float* values) const {
+  const auto width = static_cast<std::size_t>(row_width());
+  auto add_range = [&](std::size_t b, std::size_t e) {
+    for (std::size_t m = b; m < e; ++m) {
+      float* row = dst + static_cast<std::size_t>(rows[m]) * width;
+      const float* src = values + m * width;
+      for (std::size_t d = 0; d < width; ++d) row[d] += src[d];
+    }
+  };
+  if (sorted_unique(rows))
+    parallel_for(rows.size(), std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(1, width)), add_range);
+  else
+    add_range(0, rows.size());
 }
 
 Tensor Grad::dense() const {
   if (layout_ == Layout::Dense) return dense_;
   Tensor out = Tensor::zeros(shape_);
-  const auto width = static_cast<std::size_t>(row_width());
-  float* dst = out.data();
-  for (std::size_t m = 0; m < rows_.size(); ++m)
-    for (std::size_t d = 0; d < width; ++d) dst[static_cast<std::size_t>(rows_[m]) * width + d] += values_[m * width + d];
+  for (const Block& b : blocks_) scatter_into(out.data(), b.rows, b.values.data());
   return out;
 }
 
 float* Grad::dense_data() {
   if (layout_ != Layout::Dense) {
-    Tensor d = dense();  // zeros, or the sparse entries scattered
-    dense_ = d;
-    rows_.clear();
-    values_.clear();
-    coalesced_ = true;
+    dense_ = dense();  // zeros, or the sparse blocks scattered
+    release_blocks();
     layout_ = Layout::Dense;
   }
   return dense_.data();
 }
 
-void Grad::coalesce() {
-  if (layout_ != Layout::Sparse || coalesced_) return;
+void Grad::sort_blocks() const {
   const auto width = static_cast<std::size_t>(row_width());
-  std::vector<std::size_t> order(rows_.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  // Stable: repeated rows are summed in arrival order, so the result does not depend on the sort.
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return rows_[a] < rows_[b]; });
-  std::vector<std::int64_t> rows;
-  std::vector<float> values;
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    const std::size_t m = order[k];
-    if (rows.empty() || rows.back() != rows_[m]) {
-      rows.push_back(rows_[m]);
-      values.insert(values.end(), values_.begin() + static_cast<std::ptrdiff_t>(m * width),
-                    values_.begin() + static_cast<std::ptrdiff_t>((m + 1) * width));
-    } else {
-      float* dst = values.data() + (rows.size() - 1) * width;
-      for (std::size_t d = 0; d < width; ++d) dst[d] += values_[m * width + d];
+  for (Block& b : blocks_) {
+    if (b.sorted_unique) continue;
+    std::vector<std::size_t> order(b.rows.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    // Stable: repeated rows are summed in arrival order, so the result does not depend on the sort.
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return b.rows[x] < b.rows[y]; });
+    RowBuffer rows;
+    FloatBuffer values;
+    for (const std::size_t m : order) {
+      const float* src = b.values.data() + m * width;
+      if (rows.empty() || rows.back() != b.rows[m]) {
+        rows.push_back(b.rows[m]);
+        values.insert(values.end(), src, src + width);
+      } else {
+        float* dst = values.data() + (rows.size() - 1) * width;
+        for (std::size_t d = 0; d < width; ++d) dst[d] += src[d];
+      }
     }
+    b.rows = std::move(rows);
+    b.values = std::move(values);
+    b.sorted_unique = true;
   }
-  rows_ = std::move(rows);
-  values_ = std::move(values);
-  coalesced_ = true;
+}
+
+void Grad::coalesce() { merge_blocks(); }
+
+void Grad::merge_blocks() const {
+  if (layout_ != Layout::Sparse) return;
+  sort_blocks();
+  if (blocks_.size() <= 1) return;
+  const auto width = static_cast<std::size_t>(row_width());
+  Block merged;
+  std::size_t entries = 0;
+  for (const Block& b : blocks_) entries += b.rows.size();
+  merged.rows.reserve(entries);
+  merged.values.reserve(entries * width);
+  std::vector<float> scratch;
+  auto append = [&](std::int64_t row, const float* v) {
+    merged.rows.push_back(row);
+    merged.values.insert(merged.values.end(), v, v + width);
+  };
+  visit_range(std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(), append, scratch);
+  for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values)});
+  blocks_.clear();
+  blocks_.push_back(std::move(merged));
+}
+
+std::span<const std::int64_t> Grad::rows() const {
+  merge_blocks();  // changes the representation, never the value
+  if (blocks_.empty()) return {};
+  return blocks_[0].rows;
+}
+
+std::span<const float> Grad::row_values() const {
+  merge_blocks();
+  if (blocks_.empty()) return {};
+  return blocks_[0].values;
+}
+
+std::span<float> Grad::row_values_mut() {
+  coalesce();
+  if (blocks_.empty()) return {};
+  return blocks_[0].values;
 }
 
 void Grad::zero() {
   if (layout_ == Layout::Dense) {
     std::fill(dense_.impl().storage->data.begin(), dense_.impl().storage->data.end(), 0.0f);
   } else if (layout_ == Layout::Sparse) {
-    rows_.clear();
-    values_.clear();
-    coalesced_ = true;
+    release_blocks();
   }
 }
 

@@ -1,24 +1,76 @@
 // hitch/core/grad.h: the gradient held by one tensor.
 //
-// A Grad is empty, dense (a Tensor of the owner's shape) or row-sparse over dim 0: a list of
-// (row, D values) entries, possibly repeated, in arrival order (PyTorch's uncoalesced COO).
+// A Grad is empty, dense (a Tensor of the owner's shape) or row-sparse over dim 0. A sparse
+// Grad is a list of blocks in arrival order, one per add_rows call; each block holds
+// (row, row_width values) entries. Embedding ops hand in blocks whose rows are sorted and
+// unique (they reduce per row themselves, so no entry per occurrence is ever stored); other
+// callers may pass any rows. The value of row r is the sum of r's entries, blocks summed in
+// arrival order (an entry's own block first).
+//
 // Every write is an addition. Layout rules mirror PyTorch: sparse + sparse stays sparse, any
 // dense contribution makes the whole gradient dense. Ops that don't know about rows only ever
-// call add(); embedding ops call add_rows(), which scatters into a dense gradient or appends
-// to a sparse one.
+// call add(); embedding ops call add_rows(), which scatters into a dense gradient or appends a
+// block to a sparse one.
+//
+// Optimizers read a sparse Grad either coalesced (coalesce(), then rows() / row_values(): one
+// sorted block, a copy when there were several) or through for_each_row(), which walks the
+// blocks' union in row order and sums a row's entries on the fly: the fused path, no coalesced
+// copy, split over threads by row range. Both give bitwise the same row values.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "core/parallel.h"
 #include "core/tensor.h"
 
 namespace hitch {
 
+// std::allocator that leaves new elements uninitialised (resize() of a float buffer that is
+// about to be overwritten should not write it twice).
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) {}
+  template <class U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using FloatBuffer = std::vector<float, UninitAllocator<float>>;
+using RowBuffer = std::vector<std::int64_t, UninitAllocator<std::int64_t>>;
+
+// Rows and their values (rows.size() * row_width floats), for handing a block to a Grad without
+// a copy.
+struct RowBlock {
+  RowBuffer rows;
+  FloatBuffer values;
+};
+
+// A block of `rows` rows of `width` floats, contents unspecified. Its buffers are recycled from
+// sparse gradients that were zeroed or destroyed (a few are kept), so a training loop does not
+// allocate (and page-fault) a fresh gradient every step.
+RowBlock make_row_block(std::size_t rows, std::size_t width);
+
 class Grad {
  public:
   explicit Grad(Shape shape) : shape_(std::move(shape)) {}
+  ~Grad();
+  Grad(const Grad&) = delete;
+  Grad& operator=(const Grad&) = delete;
 
   bool empty() const { return layout_ == Layout::Empty; }
   bool is_sparse() const { return layout_ == Layout::Sparse; }
@@ -30,6 +82,8 @@ class Grad {
   // values holds rows.size() rows of row_width() floats; entry m is added to row rows[m].
   // sparse = true keeps a sparse (or empty) gradient sparse; a dense one stays dense.
   void add_rows(std::span<const std::int64_t> rows, std::span<const float> values, bool sparse);
+  // The same, taking the block over (no copy when it is kept sparse).
+  void add_rows(RowBlock&& block, bool sparse);
 
   // Dense view: the values for a dense gradient, the scattered sum for a sparse one, zeros if
   // empty. A fresh tensor except for the dense layout, where it is the stored tensor itself.
@@ -37,23 +91,114 @@ class Grad {
   // Dense storage for in-place accumulation by a kernel (creates zeros; densifies).
   float* dense_data();
 
-  // Row-sparse access. coalesce() sorts the rows and sums repeated ones.
+  // Row-sparse access. coalesce() leaves one block, rows sorted and unique (repeated rows summed
+  // as described above). rows() / row_values() coalesce first, so they always see that block.
   void coalesce();
-  std::span<const std::int64_t> rows() const { return rows_; }
-  std::span<const float> row_values() const { return values_; }
-  std::span<float> row_values_mut() { return values_; }
+  std::span<const std::int64_t> rows() const;
+  std::span<const float> row_values() const;
+  std::span<float> row_values_mut();
+  std::size_t num_blocks() const { return blocks_.size(); }
+
+  // Sparse layout only: calls fn(row, const float* values) once per distinct row, rows in
+  // increasing order, values summed exactly as coalesce() would, without building the coalesced
+  // copy. Chunks of rows run on get_num_threads() threads (fn must only touch state of its row).
+  template <class Fn>
+  void for_each_row(Fn&& fn);
 
   // Zero in place, keeping the layout (dense keeps its tensor, sparse becomes nnz 0).
   void zero();
 
  private:
   enum class Layout { Empty, Dense, Sparse };
+  struct Block {
+    RowBuffer rows;
+    FloatBuffer values;
+    bool sorted_unique = true;
+  };
+  void sort_blocks() const;  // makes every block sorted and unique (sums repeats in place)
+  void merge_blocks() const;  // coalesce(): leaves one sorted block
+  void scatter_into(float* dst, std::span<const std::int64_t> rows, const float* values) const;
+  void release_blocks();  // clears blocks_, recycling their buffers
+  template <class Fn>
+  void visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<float>& scratch) const;
+
   Shape shape_;
   Layout layout_ = Layout::Empty;
   Tensor dense_;
-  std::vector<std::int64_t> rows_;
-  std::vector<float> values_;
-  bool coalesced_ = true;
+  mutable std::vector<Block> blocks_;  // sparse layout; normalised lazily (values unchanged)
 };
+
+// Walks rows in [lo, hi) of every (sorted) block at once: a row present in one block is passed
+// straight from it; a row in several is summed into scratch in block order.
+template <class Fn>
+void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<float>& scratch) const {
+  const auto width = static_cast<std::size_t>(row_width());
+  if (blocks_.size() == 1) {
+    const Block& b = blocks_[0];
+    auto k = static_cast<std::size_t>(std::lower_bound(b.rows.begin(), b.rows.end(), lo) - b.rows.begin());
+    for (; k < b.rows.size() && b.rows[k] < hi; ++k) fn(b.rows[k], b.values.data() + k * width);
+    return;
+  }
+  std::vector<std::size_t> at(blocks_.size());
+  for (std::size_t j = 0; j < blocks_.size(); ++j)
+    at[j] = static_cast<std::size_t>(std::lower_bound(blocks_[j].rows.begin(), blocks_[j].rows.end(), lo) -
+                                     blocks_[j].rows.begin());
+  scratch.resize(width);
+  for (;;) {
+    std::int64_t row = hi;
+    std::size_t count = 0, only = 0;
+    for (std::size_t j = 0; j < blocks_.size(); ++j) {
+      if (at[j] >= blocks_[j].rows.size()) continue;
+      const std::int64_t r = blocks_[j].rows[at[j]];
+      if (r < row) {
+        row = r;
+        count = 1;
+        only = j;
+      } else if (r == row) {
+        ++count;
+      }
+    }
+    if (row >= hi) return;
+    if (count == 1) {
+      fn(row, blocks_[only].values.data() + at[only] * width);
+      ++at[only];
+      continue;
+    }
+    bool first = true;
+    for (std::size_t j = 0; j < blocks_.size(); ++j) {
+      if (at[j] >= blocks_[j].rows.size() || blocks_[j].rows[at[j]] != row) continue;
+      const float* v = blocks_[j].values.data() + at[j] * width;
+      if (first) std::memcpy(scratch.data(), v, width * sizeof(float));
+      else for (std::size_t d = 0; d < width; ++d) scratch[d] += v[d];
+      first = false;
+      ++at[j];
+    }
+    fn(row, static_cast<const float*>(scratch.data()));
+  }
+}
+
+template <class Fn>
+void Grad::for_each_row(Fn&& fn) {
+  if (layout_ != Layout::Sparse || blocks_.empty()) return;
+  sort_blocks();
+  // Split the row space at quantiles of the largest block, so chunks get similar work.
+  const Block* largest = &blocks_[0];
+  std::size_t total = 0;
+  for (const Block& b : blocks_) {
+    total += b.rows.size();
+    if (b.rows.size() > largest->rows.size()) largest = &b;
+  }
+  const std::size_t n = largest->rows.size();
+  const std::int64_t end = shape_.empty() ? 1 : shape_[0];
+  // At least ~32K gradient floats per chunk: below that a thread costs more than it saves.
+  const std::size_t floats = std::max<std::size_t>(1, total * static_cast<std::size_t>(std::max<std::int64_t>(1, row_width())));
+  const std::size_t min_chunk = std::max<std::size_t>(1, n * (std::size_t{1} << 15) / floats);
+  parallel_for(n, min_chunk, [&](std::size_t b, std::size_t e) {
+    const std::int64_t lo = b == 0 ? 0 : largest->rows[b];
+    const std::int64_t hi = e == n ? end : largest->rows[e];
+    std::vector<float> scratch;
+    visit_range(lo, hi, fn, scratch);
+  });
+}
 
 }  // namespace hitch

@@ -89,11 +89,16 @@ void GradSink::add(std::size_t i, const Tensor& g) {
 void GradSink::add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values,
                         bool sparse) {
   if (!wants(i)) return;
+  add_rows(i, RowBlock{{rows.begin(), rows.end()}, {values.begin(), values.end()}}, sparse);
+}
+
+void GradSink::add_rows(std::size_t i, RowBlock&& block, bool sparse) {
+  if (!wants(i)) return;
   TensorImpl& target = *node_.inputs[i];
   Grad& grad = grad_of(target);
   for (const auto& [id, hook] : target.grad_hooks)
-    hook(GradContribution{.node = node_, .dense = nullptr, .rows = rows, .values = values, .row_width = grad.row_width()});
-  grad.add_rows(rows, values, sparse && target.grad_fn == nullptr);
+    hook(GradContribution{.node = node_, .dense = nullptr, .rows = block.rows, .values = block.values, .row_width = grad.row_width()});
+  grad.add_rows(std::move(block), sparse && target.grad_fn == nullptr);
 }
 
 static std::vector<Node*> reached_nodes(const std::shared_ptr<Node>& root, bool check) {

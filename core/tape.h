@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/grad.h"
 #include "core/tensor.h"
 
 namespace hitch {
@@ -60,6 +61,8 @@ class GradSink {
   // sparse = true (PyTorch's sparse=True) keeps a leaf's gradient row-sparse unless it is
   // already dense; otherwise the rows are scattered into a dense gradient.
   void add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values, bool sparse);
+  // The same for a block the op built (embedding ops: sorted unique rows); kept without a copy.
+  void add_rows(std::size_t i, RowBlock&& block, bool sparse);
 
  private:
   const Node& node_;

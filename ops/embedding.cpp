@@ -62,6 +62,9 @@ static std::string position_str(const Shape& shape, std::int64_t flat) {
 }
 
 void check_index_range(std::string_view op, std::string_view what, const IndexTensor& indices, std::int64_t num_rows) {
+  constexpr std::int64_t kMaxIndices = std::numeric_limits<std::uint32_t>::max();  // the backward's sort keys
+  if (indices.numel() > kMaxIndices)
+    throw Error(fmt::format("{}: {} has {} entries, more than the {} supported", op, what, indices.numel(), kMaxIndices));
   const std::int64_t* x = indices.data();
   for (std::int64_t i = 0; i < indices.numel(); ++i)
     if (x[i] < 0 || x[i] >= num_rows)
@@ -127,41 +130,31 @@ namespace {
 struct EmbeddingSaved {
   std::vector<std::int64_t> indices;  // flattened
   std::int64_t dim = 0;
+  std::int64_t num_rows = 0;
   std::optional<std::int64_t> pad;    // normalised
   bool scale_grad_by_freq = false;
   bool sparse = false;
 };
 
-// dW[x_i] += g_i * s(x_i) for every position i with x_i != pad, s = 1 or 1/count(x_i).
-// One add_rows call: scattered into a dense gradient, or appended as row-sparse entries (one
-// per non-padding position, input order, duplicates kept: PyTorch's uncoalesced COO).
+// dW[r] += Σ_{i: x_i = r, x_i != pad} g_i * s(x_i), s = 1 or 1/count(x_i). The positions are
+// grouped by row first (ops/embedding_kernels.cpp), so the Grad receives one entry per unique
+// row, rows sorted: scattered into a dense gradient or kept as one row-sparse block.
 void embedding_backward(const EmbeddingSaved& s, const Tensor& grad_out, GradSink& sink) {
   if (!sink.wants(0)) return;
   const auto width = static_cast<std::size_t>(s.dim);
-  const float* g = grad_out.data();
-  if (!s.pad && !s.scale_grad_by_freq) {  // every position contributes g_i as is: no copy needed
-    sink.add_rows(0, s.indices, grad_out.values(), s.sparse);
-    return;
+  std::vector<std::uint32_t> positions;
+  positions.reserve(s.indices.size());
+  for (std::size_t i = 0; i < s.indices.size(); ++i)
+    if (!s.pad || s.indices[i] != *s.pad) positions.push_back(static_cast<std::uint32_t>(i));
+  const detail::RowGroups groups = detail::group_by_row(s.indices, std::move(positions), s.num_rows);
+  std::vector<float> coef;
+  if (s.scale_grad_by_freq) {
+    const std::vector<std::int64_t> counts = detail::index_counts(s.indices);
+    coef.resize(s.indices.size());
+    for (std::size_t i = 0; i < coef.size(); ++i) coef[i] = 1.0f / static_cast<float>(counts[i]);
   }
-  const std::vector<std::int64_t> counts =
-      s.scale_grad_by_freq ? detail::index_counts(s.indices) : std::vector<std::int64_t>{};
-  std::vector<std::int64_t> rows;
-  std::vector<float> values;
-  rows.reserve(s.indices.size());
-  values.reserve(s.indices.size() * width);
-  for (std::size_t i = 0; i < s.indices.size(); ++i) {
-    const std::int64_t r = s.indices[i];
-    if (s.pad && r == *s.pad) continue;
-    rows.push_back(r);
-    const float* gi = g + i * width;
-    if (s.scale_grad_by_freq) {
-      const float inv = 1.0f / static_cast<float>(counts[i]);
-      for (std::size_t d = 0; d < width; ++d) values.push_back(gi[d] * inv);
-    } else {
-      values.insert(values.end(), gi, gi + width);
-    }
-  }
-  sink.add_rows(0, rows, values, s.sparse);
+  sink.add_rows(0, detail::reduce_rows(groups, grad_out.data(), width, nullptr, coef.empty() ? nullptr : coef.data()),
+                s.sparse);
 }
 
 }  // namespace
@@ -185,17 +178,13 @@ Tensor embedding(const IndexTensor& indices, const Tensor& weight, const Embeddi
   Shape out_shape = indices.shape();
   out_shape.push_back(dim);
   Tensor out = Tensor::empty(std::move(out_shape));
-  const auto width = static_cast<std::size_t>(dim);
-  const float* w = weight.data();
-  float* o = out.data();
-  const std::int64_t* x = indices.data();
-  for (std::int64_t i = 0; i < indices.numel(); ++i)
-    std::copy_n(w + static_cast<std::size_t>(x[i]) * width, width, o + static_cast<std::size_t>(i) * width);
+  detail::gather_rows(weight.data(), indices.values(), static_cast<std::size_t>(dim), out.data());
 
   // 4. Record: the backward keeps the indices, never the weight.
   if (!will_record({weight})) return out;
   EmbeddingSaved saved{.indices = {indices.values().begin(), indices.values().end()},
                        .dim = dim,
+                       .num_rows = num_rows,
                        .pad = pad,
                        .scale_grad_by_freq = options.scale_grad_by_freq,
                        .sparse = options.sparse};

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/parallel.h"
 #include "core/tape.h"
 #include "ops/embedding.h"
 #include "ops/embedding_detail.h"
@@ -55,6 +56,7 @@ constexpr std::string_view kOp = "embedding_bag";
 struct BagSaved {
   BagMode mode = BagMode::Sum;
   std::int64_t dim = 0;
+  std::int64_t num_rows = 0;
   std::optional<std::int64_t> pad;
   bool scale_grad_by_freq = false;
   bool sparse = false;
@@ -125,99 +127,138 @@ std::vector<std::int64_t> bounds_from_offsets(const IndexTensor& offsets, std::i
 
 // ---- forward kernels -------------------------------------------------------------------------
 
+// Bags are split over threads (contiguous chunks of bags, each bag reduced by one thread in
+// position order, so any thread count gives the same bits); rows are prefetched kAhead
+// positions ahead.
+constexpr std::size_t kAhead = 8;
+
+template <class BagFn>
+void for_each_bag_chunk(const BagSaved& s, BagFn&& fn) {
+  const std::size_t num_bags = s.bounds.size() - 1;
+  const auto width = static_cast<std::size_t>(s.dim);
+  const std::size_t per_bag = width * std::max<std::size_t>(1, s.input.size() / std::max<std::size_t>(1, num_bags));
+  parallel_for(num_bags, detail::min_chunk_for(per_bag), fn);
+}
+
 // sum / mean / sqrtn. out is zero-filled [B, D]; denom[b] gets the bag's divisor (1 for sum),
 // or 0 when the bag has no gradient (no non-padding entry, or a zero divisor).
 void weighted_bags_forward(const BagSaved& s, const float* w, const float* psw, float* out, std::vector<double>& denom) {
   const auto width = static_cast<std::size_t>(s.dim);
-  const std::size_t num_bags = s.bounds.size() - 1;
-  denom.assign(num_bags, 0.0);
-  for (std::size_t b = 0; b < num_bags; ++b) {
-    float* ob = out + b * width;
-    double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
-    std::int64_t n = 0;
-    for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-      const std::int64_t r = s.input[i];
-      if (is_pad(s.pad, r)) continue;
-      const float* row = w + static_cast<std::size_t>(r) * width;
-      ++n;
-      if (psw) {
-        const float wi = psw[i];
-        acc += s.mode == BagMode::Sqrtn ? static_cast<double>(wi) * wi : static_cast<double>(wi);
-        for (std::size_t d = 0; d < width; ++d) ob[d] += wi * row[d];
-      } else {
-        acc += 1.0;
-        for (std::size_t d = 0; d < width; ++d) ob[d] += row[d];
+  denom.assign(s.bounds.size() - 1, 0.0);
+  const std::int64_t* x = s.input.data();
+  for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
+    const auto end = static_cast<std::size_t>(s.bounds[b1]);  // prefetch no further than this chunk
+    for (std::size_t b = b0; b < b1; ++b) {
+      float* ob = out + b * width;
+      double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
+      std::int64_t n = 0;
+      for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
+        if (i + kAhead < end) detail::prefetch_row(w + static_cast<std::size_t>(x[i + kAhead]) * width, width);
+        const std::int64_t r = x[i];
+        if (is_pad(s.pad, r)) continue;
+        const float* row = w + static_cast<std::size_t>(r) * width;
+        ++n;
+        if (psw) {
+          const float wi = psw[i];
+          acc += s.mode == BagMode::Sqrtn ? static_cast<double>(wi) * wi : static_cast<double>(wi);
+          for (std::size_t d = 0; d < width; ++d) ob[d] += wi * row[d];
+        } else {
+          acc += 1.0;
+          for (std::size_t d = 0; d < width; ++d) ob[d] += row[d];
+        }
       }
+      if (n == 0) continue;  // empty or all padding: zero row, no gradient
+      if (s.mode == BagMode::Sum) {
+        denom[b] = 1.0;
+        continue;
+      }
+      const double den = s.mode == BagMode::Mean ? acc : std::sqrt(acc);
+      if (den == 0.0) {  // weighted mean with Σ w = 0, or sqrtn with all weights 0: defined as 0
+        std::fill(ob, ob + width, 0.0f);
+        continue;
+      }
+      denom[b] = den;
+      const auto fden = static_cast<float>(den);
+      for (std::size_t d = 0; d < width; ++d) ob[d] /= fden;
     }
-    if (n == 0) continue;  // empty or all padding: zero row, no gradient
-    if (s.mode == BagMode::Sum) {
-      denom[b] = 1.0;
-      continue;
-    }
-    const double den = s.mode == BagMode::Mean ? acc : std::sqrt(acc);
-    if (den == 0.0) {  // weighted mean with Σ w = 0, or sqrtn with all weights 0: defined as 0
-      std::fill(ob, ob + width, 0.0f);
-      continue;
-    }
-    denom[b] = den;
-    const auto fden = static_cast<float>(den);
-    for (std::size_t d = 0; d < width; ++d) ob[d] /= fden;
-  }
+  });
 }
 
 // max: per feature, the first candidate sets the running max, a later one replaces it only when
 // strictly greater (ties -> earliest) or when it is NaN and the running max is not (so a NaN
-// anywhere wins and the first NaN gets the gradient). argmax is [B, D], -1 for empty bags.
-void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax) {
+// anywhere wins and the first NaN gets the gradient). The update is branch-free so it
+// vectorises. argmax ([B, D], -1 for empty bags) is filled only when with_argmax (a backward
+// will need it), by a second pass over the bag's rows (in cache by then): the first position
+// whose value equals the max (or is NaN when the max is NaN) is the one that set it.
+void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax,
+                      bool with_argmax) {
   const auto width = static_cast<std::size_t>(s.dim);
-  const std::size_t num_bags = s.bounds.size() - 1;
-  argmax.assign(num_bags * width, -1);
-  for (std::size_t b = 0; b < num_bags; ++b) {
-    float* ob = out + b * width;
-    std::int64_t* ab = argmax.data() + b * width;
-    bool first = true;
-    for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-      const std::int64_t r = s.input[i];
-      if (is_pad(s.pad, r)) continue;
-      const float* row = w + static_cast<std::size_t>(r) * width;
-      for (std::size_t d = 0; d < width; ++d) {
-        const float v = row[d];
-        if (first || v > ob[d] || (std::isnan(v) && !std::isnan(ob[d]))) {
-          ob[d] = v;
-          ab[d] = r;
+  if (with_argmax) argmax.assign((s.bounds.size() - 1) * width, -1);
+  const std::int64_t* x = s.input.data();
+  for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
+    const auto end = static_cast<std::size_t>(s.bounds[b1]);
+    for (std::size_t b = b0; b < b1; ++b) {
+      float* ob = out + b * width;
+      const auto lo = static_cast<std::size_t>(s.bounds[b]);
+      const auto hi = static_cast<std::size_t>(s.bounds[b + 1]);
+      bool first = true;
+      for (std::size_t i = lo; i < hi; ++i) {
+        if (i + kAhead < end) detail::prefetch_row(w + static_cast<std::size_t>(x[i + kAhead]) * width, width);
+        if (is_pad(s.pad, x[i])) continue;
+        const float* row = w + static_cast<std::size_t>(x[i]) * width;
+        if (first) {
+          std::copy_n(row, width, ob);
+          first = false;
+          continue;
+        }
+        for (std::size_t d = 0; d < width; ++d) {
+          const float v = row[d];
+          const float o = ob[d];
+          const bool take = (v > o) | ((v != v) & (o == o));
+          ob[d] = take ? v : o;
         }
       }
-      first = false;
+      if (!with_argmax || first) continue;
+      std::int64_t* ab = argmax.data() + b * width;
+      for (std::size_t i = lo; i < hi; ++i) {
+        if (is_pad(s.pad, x[i])) continue;
+        const float* row = w + static_cast<std::size_t>(x[i]) * width;
+        for (std::size_t d = 0; d < width; ++d)
+          if (ab[d] < 0 && (row[d] == ob[d] || (std::isnan(ob[d]) && std::isnan(row[d])))) ab[d] = x[i];
+      }
     }
-  }
+  });
 }
 
 // ---- backward --------------------------------------------------------------------------------
 
-// d out[b] / d W[x_i] = w_i / denom[b] (times 1/count(x_i) with scale_grad_by_freq). One entry
-// per non-padding position of a bag with a gradient, in input order.
+// dW[r] += Σ_{i: x_i = r} c_i g[bag(i)], c_i = w_i / denom[b] (times 1/count(x_i) with
+// scale_grad_by_freq), over the non-padding positions of bags with a gradient. Grouped by row
+// first (ops/embedding_kernels.cpp): the Grad receives one entry per unique row, rows sorted.
 void weighted_bags_weight_grad(const BagSaved& s, const float* g, GradSink& sink) {
   const auto width = static_cast<std::size_t>(s.dim);
   const std::vector<std::int64_t> counts =
       s.scale_grad_by_freq ? detail::index_counts(s.input) : std::vector<std::int64_t>{};
-  std::vector<std::int64_t> rows;
-  std::vector<float> values;
-  rows.reserve(s.input.size());
-  values.reserve(s.input.size() * width);
+  // c_i = 1 exactly for sum without weights or frequency scaling: no coefficient array then.
+  const bool unit = s.mode == BagMode::Sum && s.psw.empty() && !s.scale_grad_by_freq;
+  std::vector<std::uint32_t> positions;
+  positions.reserve(s.input.size());
+  std::vector<std::uint32_t> bag_of(s.input.size());
+  std::vector<float> coef(unit ? 0 : s.input.size());
   for (std::size_t b = 0; b + 1 < s.bounds.size(); ++b) {
     if (s.denom[b] == 0.0) continue;
-    const float* gb = g + b * width;
     for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-      const std::int64_t r = s.input[i];
-      if (is_pad(s.pad, r)) continue;
+      if (is_pad(s.pad, s.input[i])) continue;
+      positions.push_back(static_cast<std::uint32_t>(i));
+      bag_of[i] = static_cast<std::uint32_t>(b);
+      if (unit) continue;
       double c = (s.psw.empty() ? 1.0 : static_cast<double>(s.psw[i])) / s.denom[b];
       if (s.scale_grad_by_freq) c /= static_cast<double>(counts[i]);
-      const auto cf = static_cast<float>(c);
-      rows.push_back(r);
-      for (std::size_t d = 0; d < width; ++d) values.push_back(cf * gb[d]);
+      coef[i] = static_cast<float>(c);
     }
   }
-  sink.add_rows(0, rows, values, s.sparse);
+  const detail::RowGroups groups = detail::group_by_row(s.input, std::move(positions), s.num_rows);
+  sink.add_rows(0, detail::reduce_rows(groups, g, width, bag_of.data(), unit ? nullptr : coef.data()), s.sparse);
 }
 
 // Exact derivatives of the three weighted formulas, with dot_i = <g[b], W[x_i]>:
@@ -302,6 +343,7 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
   BagSaved s;
   s.mode = o.mode;
   s.dim = weight.size(1);
+  s.num_rows = weight.size(0);
   s.pad = pad;
   s.scale_grad_by_freq = o.scale_grad_by_freq;
   s.sparse = o.sparse;
@@ -310,7 +352,7 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
   const auto num_bags = static_cast<std::int64_t>(s.bounds.size()) - 1;
   Tensor out = Tensor::zeros({num_bags, s.dim});
   if (o.mode == BagMode::Max) {
-    max_bags_forward(s, weight.data(), out.data(), s.argmax);
+    max_bags_forward(s, weight.data(), out.data(), s.argmax, will_record({weight}));
   } else {
     weighted_bags_forward(s, weight.data(), psw.defined() ? psw.data() : nullptr, out.data(), s.denom);
   }

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/grad.h"
 #include "core/tensor.h"
 
 namespace hitch::detail {
@@ -39,5 +40,30 @@ void renorm_rows(const Tensor& weight, std::span<const std::int64_t> indices, fl
 
 // For scale_grad_by_freq: count[i] = number of occurrences of indices[i] in the whole span.
 std::vector<std::int64_t> index_counts(std::span<const std::int64_t> indices);
+
+// ---- kernels (ops/embedding_kernels.cpp) -------------------------------------------------------
+
+void prefetch_row(const float* row, std::size_t width);
+// Items per parallel_for chunk so that a chunk moves at least ~32K floats.
+std::size_t min_chunk_for(std::size_t floats_per_item);
+
+// out[i] = w[idx[i]] (width floats each), prefetching ahead, split over threads by position.
+void gather_rows(const float* w, std::span<const std::int64_t> idx, std::size_t width, float* out);
+
+// Positions grouped by row: order = the positions sorted by keys[position] (stable: increasing
+// positions within a row); group u is order[starts[u] : starts[u+1]], all with row rows[u];
+// rows strictly increasing.
+struct RowGroups {
+  std::vector<std::int64_t> rows;
+  std::vector<std::uint32_t> starts;
+  std::vector<std::uint32_t> order;
+};
+// positions: the positions that send a gradient, increasing; every keys[p] in [0, num_rows].
+RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions, std::int64_t num_rows);
+
+// value[u] = Σ_{p in group u, increasing} coef[p] * g[src[p]] (width floats each; coef null = 1,
+// src null = p itself). Split over threads by unique row; each row summed in position order.
+RowBlock reduce_rows(const RowGroups& groups, const float* g, std::size_t width, const std::uint32_t* src,
+                     const float* coef);
 
 }  // namespace hitch::detail

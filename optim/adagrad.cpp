@@ -90,19 +90,25 @@ void Adagrad::update() {
       float* data = p.data();
       float* sum = st.sum.data();
       if (grad->is_sparse()) {
-        grad->coalesce();  // duplicates summed before squaring
+        // The fused walk: each distinct row summed (duplicates before squaring) and updated once.
         const auto width = static_cast<std::size_t>(grad->row_width());
-        const auto rows = grad->rows();
-        const float* values = grad->row_values().data();
-        for (std::size_t k = 0; k < rows.size(); ++k) {
-          const std::size_t at = static_cast<std::size_t>(rows[k]) * width;
-          adagrad_sparse_kernel(data + at, values + k * width, sum + at, width, s);
-        }
+        grad->for_each_row([&](std::int64_t row, const float* g) {
+          const std::size_t at = static_cast<std::size_t>(row) * width;
+          adagrad_sparse_kernel(data + at, g, sum + at, width, s);
+        });
       } else {
         for_each_dense_run(
             *grad, static_cast<std::size_t>(p.numel()),
-            [&](std::size_t at, const float* g, std::size_t n) { adagrad_dense_kernel<false>(data + at, g, sum + at, n, s); },
-            [&](std::size_t at, std::size_t n) { adagrad_dense_kernel<true>(data + at, nullptr, sum + at, n, s); });
+            [&](std::size_t at, const float* g, std::size_t n) {
+              parallel_elements(n, [&](std::size_t b, std::size_t e) {
+                adagrad_dense_kernel<false>(data + at + b, g + b, sum + at + b, e - b, s);
+              });
+            },
+            [&](std::size_t at, std::size_t n) {
+              parallel_elements(n, [&](std::size_t b, std::size_t e) {
+                adagrad_dense_kernel<true>(data + at + b, nullptr, sum + at + b, e - b, s);
+              });
+            });
       }
       p.bump_version();
     }

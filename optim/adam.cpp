@@ -22,24 +22,47 @@ struct AdamScalars {
 };
 
 // n floats of p, g, m, v (and vmax when amsgrad). kZeroGrad: g is zero and not read (rows absent
-// from a sparse gradient, walked as if dense).
-template <bool kZeroGrad>
+// from a sparse gradient, walked as if dense). The options are template parameters so that the
+// loop has no branch and vectorises (the build passes -fno-math-errno, so sqrt is one instruction).
+template <bool kZeroGrad, bool kDecoupled, bool kL2, bool kAmsgrad>
 void adam_kernel(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n, const AdamScalars& s) {
   for (std::size_t i = 0; i < n; ++i) {
-    if (s.decoupled) p[i] = p[i] * s.decay_factor;  // AdamW: decay the pre-update value first
+    float pi = p[i];
+    if (kDecoupled) pi = pi * s.decay_factor;  // AdamW: decay the pre-update value first
     float gi = kZeroGrad ? 0.0f : g[i] * s.sign;
-    if (s.l2) gi = gi + s.weight_decay * p[i];
-    m[i] = m[i] * s.beta1 + s.one_minus_beta1 * gi;
-    v[i] = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
-    float second = v[i];
-    if (s.amsgrad) {
+    if (kL2) gi = gi + s.weight_decay * pi;
+    const float mi = m[i] * s.beta1 + s.one_minus_beta1 * gi;
+    const float vi = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float second = vi;
+    if (kAmsgrad) {
       // torch.maximum: NaN in either operand propagates.
-      if (second > vmax[i] || std::isnan(second)) vmax[i] = second;
-      second = vmax[i];
+      const float old = vmax[i];
+      second = (vi > old || vi != vi) ? vi : old;
+      vmax[i] = second;
     }
     const float den = std::sqrt(second) / s.bc2_sqrt + s.eps;
-    p[i] = p[i] + s.neg_step * m[i] / den;
+    p[i] = pi + s.neg_step * mi / den;
   }
+}
+
+template <bool kZeroGrad>
+void adam_dispatch(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n, const AdamScalars& s) {
+  parallel_elements(n, [&](std::size_t b, std::size_t e) {
+    float* vm = vmax ? vmax + b : nullptr;
+    const float* gb = kZeroGrad ? nullptr : g + b;
+    const std::size_t k = e - b;
+    if (s.amsgrad) {
+      if (s.decoupled) adam_kernel<kZeroGrad, true, false, true>(p + b, gb, m + b, v + b, vm, k, s);
+      else if (s.l2) adam_kernel<kZeroGrad, false, true, true>(p + b, gb, m + b, v + b, vm, k, s);
+      else adam_kernel<kZeroGrad, false, false, true>(p + b, gb, m + b, v + b, vm, k, s);
+    } else {
+      if (s.decoupled) adam_kernel<kZeroGrad, true, false, false>(p + b, gb, m + b, v + b, vm, k, s);
+      else if (s.l2) adam_kernel<kZeroGrad, false, true, false>(p + b, gb, m + b, v + b, vm, k, s);
+      else adam_kernel<kZeroGrad, false, false, false>(p + b, gb, m + b, v + b, vm, k, s);
+    }
+  });
 }
 
 void adam_param_step(Parameter& p, AdamState& st, const AdamHyper& h) {
@@ -73,10 +96,10 @@ void adam_param_step(Parameter& p, AdamState& st, const AdamHyper& h) {
   for_each_dense_run(
       *p.grad_store(), numel,
       [&](std::size_t at, const float* g, std::size_t n) {
-        adam_kernel<false>(data + at, g, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
+        adam_dispatch<false>(data + at, g, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
       },
       [&](std::size_t at, std::size_t n) {
-        adam_kernel<true>(data + at, nullptr, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
+        adam_dispatch<true>(data + at, nullptr, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
       });
   p.bump_version();
 }

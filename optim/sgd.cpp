@@ -83,19 +83,25 @@ void SGD::update() {
       float* data = p.data();
       if (o.momentum == 0.0) {
         if (grad->is_sparse()) {
-          // Only the rows present in the gradient move (weight decay is refused for sparse).
-          grad->coalesce();
+          // Only the rows present in the gradient move (weight decay is refused for sparse): the
+          // fused walk, each distinct row summed on the fly and updated once.
           const auto width = static_cast<std::size_t>(grad->row_width());
-          const auto rows = grad->rows();
-          const float* values = grad->row_values().data();
-          for (std::size_t k = 0; k < rows.size(); ++k)
-            sgd_kernel<false>(data + static_cast<std::size_t>(rows[k]) * width, values + k * width, nullptr, false,
-                              width, s);
+          grad->for_each_row([&](std::int64_t row, const float* g) {
+            sgd_kernel<false>(data + static_cast<std::size_t>(row) * width, g, nullptr, false, width, s);
+          });
         } else {
           for_each_dense_run(
               *grad, numel,
-              [&](std::size_t at, const float* g, std::size_t n) { sgd_kernel<false>(data + at, g, nullptr, false, n, s); },
-              [&](std::size_t at, std::size_t n) { sgd_kernel<true>(data + at, nullptr, nullptr, false, n, s); });
+              [&](std::size_t at, const float* g, std::size_t n) {
+                parallel_elements(n, [&](std::size_t b, std::size_t e) {
+                  sgd_kernel<false>(data + at + b, g + b, nullptr, false, e - b, s);
+                });
+              },
+              [&](std::size_t at, std::size_t n) {
+                parallel_elements(n, [&](std::size_t b, std::size_t e) {
+                  sgd_kernel<true>(data + at + b, nullptr, nullptr, false, e - b, s);
+                });
+              });
         }
       } else {
         // Momentum: dense buffer; a sparse gradient is walked as if dense (absent rows have g = 0),
@@ -106,8 +112,16 @@ void SGD::update() {
         float* b = buf.data();
         for_each_dense_run(
             *grad, numel,
-            [&](std::size_t at, const float* g, std::size_t n) { sgd_kernel<false>(data + at, g, b + at, first, n, s); },
-            [&](std::size_t at, std::size_t n) { sgd_kernel<true>(data + at, nullptr, b + at, first, n, s); });
+            [&](std::size_t at, const float* g, std::size_t n) {
+              parallel_elements(n, [&](std::size_t lo, std::size_t hi) {
+                sgd_kernel<false>(data + at + lo, g + lo, b + at + lo, first, hi - lo, s);
+              });
+            },
+            [&](std::size_t at, std::size_t n) {
+              parallel_elements(n, [&](std::size_t lo, std::size_t hi) {
+                sgd_kernel<true>(data + at + lo, nullptr, b + at + lo, first, hi - lo, s);
+              });
+            });
       }
       p.bump_version();
     }

@@ -84,8 +84,7 @@ void SparseAdam::update() {
         st.exp_avg_sq.assign(numel, 0.0f);
       }
       st.step += 1;  // per Parameter, also for an empty gradient
-      if (grad->empty() || grad->rows().empty()) continue;
-      grad->coalesce();
+      if (grad->empty() || grad->num_blocks() == 0) continue;
       const auto t = static_cast<double>(st.step);
       const double bc1 = 1.0 - std::pow(o.betas.first, t);
       const double bc2 = 1.0 - std::pow(o.betas.second, t);
@@ -93,13 +92,14 @@ void SparseAdam::update() {
                                 static_cast<float>(1.0 - o.betas.second), static_cast<float>(o.eps),
                                 static_cast<float>(-(o.lr * std::sqrt(bc2) / bc1))};
       const auto width = static_cast<std::size_t>(grad->row_width());
-      const auto rows = grad->rows();
-      const float* values = grad->row_values().data();
       float* data = p.data();
-      for (std::size_t k = 0; k < rows.size(); ++k) {
-        const std::size_t at = static_cast<std::size_t>(rows[k]) * width;
-        sparse_adam_kernel(data + at, values + k * width, st.exp_avg.data() + at, st.exp_avg_sq.data() + at, width, s);
-      }
+      float* m = st.exp_avg.data();
+      float* v = st.exp_avg_sq.data();
+      // The fused walk: each distinct row summed on the fly (no coalesced copy) and updated once.
+      grad->for_each_row([&](std::int64_t row, const float* g) {
+        const std::size_t at = static_cast<std::size_t>(row) * width;
+        sparse_adam_kernel(data + at, g, m + at, v + at, width, s);
+      });
       p.bump_version();
     }
   }

@@ -1,0 +1,108 @@
+// hitch/ops/embedding_kernels.cpp: the memory-bound loops of embedding and embedding_bag
+// (declared in ops/embedding_detail.h): a prefetching row gather, and the backward's
+// "segment by row" (a stable radix sort of positions by row, then one reduction per unique row).
+//
+// Why sort: a lookup's gradient is Σ over positions of a row of (coefficient * upstream
+// gradient). Reducing inside the op hands the Grad U unique rows instead of one row per
+// occurrence (PyTorch materialises B*L x D and coalesces later), and each unique row is summed
+// by one thread in position order, so the values are bitwise the same for any thread count.
+// Left out on purpose: SIMD intrinsics (plain loops the compiler vectorises), huge pages.
+#include <algorithm>
+#include <cstring>
+
+#include "core/parallel.h"
+#include "ops/embedding_detail.h"
+
+namespace hitch::detail {
+
+namespace {
+// How far ahead the gathers prefetch (positions), and the smallest chunk worth a thread
+// (floats moved).
+constexpr std::size_t kAhead = 8;
+constexpr std::size_t kChunkFloats = std::size_t{1} << 15;
+}  // namespace
+
+void prefetch_row(const float* row, std::size_t width) {
+  for (std::size_t d = 0; d < width; d += 16) __builtin_prefetch(row + d);  // one 64-byte line per 16 floats
+}
+
+std::size_t min_chunk_for(std::size_t floats_per_item) {
+  return std::max<std::size_t>(1, kChunkFloats / std::max<std::size_t>(1, floats_per_item));
+}
+
+void gather_rows(const float* w, std::span<const std::int64_t> idx, std::size_t width, float* out) {
+  parallel_for(idx.size(), min_chunk_for(width), [&](std::size_t b, std::size_t e) {
+    for (std::size_t i = b; i < e; ++i) {
+      if (i + kAhead < e) prefetch_row(w + static_cast<std::size_t>(idx[i + kAhead]) * width, width);
+      std::memcpy(out + i * width, w + static_cast<std::size_t>(idx[i]) * width, width * sizeof(float));
+    }
+  });
+}
+
+RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions,
+                       std::int64_t num_rows) {
+  RowGroups g;
+  const std::size_t m = positions.size();
+  // LSD radix sort of positions by keys[position], 11 bits per pass; stable, so each row's
+  // positions stay in increasing order.
+  constexpr int kBits = 11;
+  constexpr std::size_t kBuckets = std::size_t{1} << kBits;
+  int bits = 0;
+  while (bits < 63 && (std::int64_t{1} << bits) < num_rows) ++bits;
+  std::vector<std::uint32_t> tmp(m);
+  std::vector<std::size_t> count(kBuckets);
+  for (int shift = 0; shift < bits; shift += kBits) {
+    std::fill(count.begin(), count.end(), 0);
+    auto digit = [&](std::uint32_t p) {
+      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> shift) & (kBuckets - 1));
+    };
+    for (const std::uint32_t p : positions) ++count[digit(p)];
+    std::size_t sum = 0;
+    for (auto& c : count) {
+      const std::size_t n = c;
+      c = sum;
+      sum += n;
+    }
+    for (const std::uint32_t p : positions) tmp[count[digit(p)]++] = p;
+    positions.swap(tmp);
+  }
+  g.order = std::move(positions);
+  g.starts.reserve(m / 2 + 1);
+  for (std::size_t k = 0; k < m; ++k)
+    if (k == 0 || keys[g.order[k]] != keys[g.order[k - 1]]) {
+      g.starts.push_back(static_cast<std::uint32_t>(k));
+      g.rows.push_back(keys[g.order[k]]);
+    }
+  g.starts.push_back(static_cast<std::uint32_t>(m));
+  return g;
+}
+
+RowBlock reduce_rows(const RowGroups& groups, const float* g, std::size_t width, const std::uint32_t* src,
+                     const float* coef) {
+  const std::size_t unique = groups.rows.size();
+  RowBlock block = make_row_block(unique, width);
+  std::copy(groups.rows.begin(), groups.rows.end(), block.rows.begin());
+  const std::size_t per_row = width * std::max<std::size_t>(1, groups.order.size() / std::max<std::size_t>(1, unique));
+  parallel_for(unique, min_chunk_for(per_row), [&](std::size_t b, std::size_t e) {
+    for (std::size_t u = b; u < e; ++u) {
+      float* out = block.values.data() + u * width;
+      const std::uint32_t lo = groups.starts[u];
+      const std::uint32_t hi = groups.starts[u + 1];
+      for (std::uint32_t k = lo; k < hi; ++k) {
+        const std::uint32_t p = groups.order[k];
+        const float* gp = g + static_cast<std::size_t>(src ? src[p] : p) * width;
+        if (coef == nullptr) {
+          if (k == lo) std::memcpy(out, gp, width * sizeof(float));
+          else for (std::size_t d = 0; d < width; ++d) out[d] += gp[d];
+        } else {
+          const float c = coef[p];
+          if (k == lo) for (std::size_t d = 0; d < width; ++d) out[d] = c * gp[d];
+          else for (std::size_t d = 0; d < width; ++d) out[d] += c * gp[d];
+        }
+      }
+    }
+  });
+  return block;
+}
+
+}  // namespace hitch::detail
