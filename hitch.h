@@ -1,6 +1,7 @@
 // hitch.h: everything in one include.
 #pragma once
 
+#include "core/anomaly.h"
 #include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/grad.h"

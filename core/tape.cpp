@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "core/anomaly.h"
 #include "core/grad.h"
 
 namespace hitch {
@@ -60,6 +61,7 @@ bool record(std::string op, std::span<const Tensor> inputs, Tensor& out, Backwar
   node->out_shape = out.shape();
   node->backward = std::move(backward);
   for (const auto& t : saved) node->saved.emplace_back(t.impl().storage, t.impl().storage->version);
+  if (anomaly_mode_enabled()) node->scope = record_scope_path();
   out.impl().grad_fn = node;
   out.impl().requires_grad = true;
   tape.nodes.push_back(std::move(node));
@@ -82,6 +84,7 @@ void GradSink::add(std::size_t i, const Tensor& g) {
   if (g.shape() != target.shape)
     throw InternalError(fmt::format("{} backward: gradient of shape {} for input {} of shape {}", node_.op,
                                     shape_str(g.shape()), i, shape_str(target.shape)));
+  if (anomaly_mode_enabled()) detail::check_gradient_finite(node_, i, g.values(), {});
   for (const auto& [id, hook] : target.grad_hooks) hook(GradContribution{.node = node_, .dense = &g, .rows = {}, .values = {}, .row_width = 0});
   grad_of(target).add(g);
 }
@@ -95,6 +98,7 @@ void GradSink::add_rows(std::size_t i, std::span<const std::int64_t> rows, std::
 void GradSink::add_rows(std::size_t i, RowBlock&& block, bool sparse) {
   if (!wants(i)) return;
   TensorImpl& target = *node_.inputs[i];
+  if (anomaly_mode_enabled()) detail::check_gradient_finite(node_, i, block.values, block.rows);
   Grad& grad = grad_of(target);
   for (const auto& [id, hook] : target.grad_hooks)
     hook(GradContribution{.node = node_, .dense = nullptr, .rows = block.rows, .values = block.values, .row_width = grad.row_width()});
@@ -165,13 +169,19 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
 
   grad_of(root).add(seed);
   NoGradGuard no_grad;  // ops used inside backward functions must not record
-  for (Node* n : reached) {
-    auto out = n->output.lock();
-    if (!out || !out->grad || out->grad->empty()) continue;
-    const Tensor g = out->grad->dense();
-    out->grad.reset();  // an intermediate's gradient lives only until its node ran
-    GradSink sink(*n);
-    n->backward(g, sink);
+  try {
+    for (Node* n : reached) {
+      auto out = n->output.lock();
+      if (!out || !out->grad || out->grad->empty()) continue;
+      const Tensor g = out->grad->dense();
+      out->grad.reset();  // an intermediate's gradient lives only until its node ran
+      GradSink sink(*n);
+      n->backward(g, sink);
+    }
+  } catch (...) {  // anomaly mode stopped it: drop the intermediates' partial gradients, keep the graph
+    for (Node* n : reached)
+      if (auto out = n->output.lock(); out && out->grad_fn) out->grad.reset();
+    throw;
   }
   if (!options.retain_graph) {
     for (Node* n : reached) {

@@ -38,6 +38,7 @@ struct Node {
   std::vector<std::pair<std::shared_ptr<Storage>, std::uint64_t>> saved;
   bool released = false;
   std::uint64_t mark = 0;  // reachability stamp of the backward pass that last saw this node
+  std::string scope;  // RecordScope path, stored only when recorded in anomaly mode (core/anomaly.h)
 };
 
 // One contribution arriving at a leaf during backward, as a grad hook sees it: from which node
