@@ -13,6 +13,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,6 +35,10 @@ class Generator {
   std::uint64_t below(std::uint64_t n);  // uniform integer in [0, n), no modulo bias
   std::array<std::uint64_t, 4> state() const { return s_; }
   void set_state(const std::array<std::uint64_t, 4>& s) { s_ = s; has_spare_ = false; }
+  // The second Box-Muller value that the next normal() returns, if one is pending. set_state
+  // drops it; restoring state() and then spare() resumes the exact sequence (checkpoints).
+  std::optional<double> spare() const { return has_spare_ ? std::optional<double>(spare_) : std::nullopt; }
+  void set_spare(std::optional<double> value) { has_spare_ = value.has_value(); spare_ = value.value_or(0.0); }
 
  private:
   std::array<std::uint64_t, 4> s_{};
