@@ -31,6 +31,13 @@ struct AdagradOptions {
 struct AdagradState {
   std::int64_t step = 0;
   std::vector<float> sum;  // S
+
+  // The checkpoint's view (see OptimizerWith::export_state).
+  template <class Self, class F>
+  static void for_each_field(Self& s, F&& f) {
+    f("step", s.step, FieldKind::Count);
+    f("sum", s.sum, FieldKind::Buffer);
+  }
 };
 
 // Contract: each Parameter given once (see optimizer.h). step() updates each Parameter that has

@@ -43,6 +43,15 @@ struct AdamState {
   std::vector<float> exp_avg;         // m
   std::vector<float> exp_avg_sq;      // v
   std::vector<float> max_exp_avg_sq;  // vmax, amsgrad only (empty otherwise)
+
+  // The checkpoint's view (see OptimizerWith::export_state).
+  template <class Self, class F>
+  static void for_each_field(Self& s, F&& f) {
+    f("step", s.step, FieldKind::Count);
+    f("exp_avg", s.exp_avg, FieldKind::Buffer);
+    f("exp_avg_sq", s.exp_avg_sq, FieldKind::Buffer);
+    f("max_exp_avg_sq", s.max_exp_avg_sq, FieldKind::OptionalBuffer);
+  }
 };
 
 // Contract: each Parameter given once (see optimizer.h). step() updates each Parameter that has

@@ -45,6 +45,44 @@ void Optimizer::check_new_group(const std::vector<Parameter>& incoming, std::siz
   check_no_hidden_aliases(name(), all);
 }
 
+void Optimizer::check_records(const StateRecords& records) const {
+  std::unordered_map<const void*, bool> mine;  // Parameter identity -> has a record already
+  for (std::size_t g = 0; g < num_groups(); ++g)
+    for (const Parameter& p : params(g)) mine.emplace(p.id(), false);
+  const std::vector<StateField> fields = state_fields();
+  for (std::size_t r = 0; r < records.size(); ++r) {
+    const auto& [p, record] = records[r];
+    const std::string who = fmt::format("{}: import_state: record {} (Parameter {})", name(), r,
+                                        p.defined() ? param_label(p) : "(empty handle)");
+    auto it = p.defined() ? mine.find(p.id()) : mine.end();
+    if (it == mine.end()) throw Error(who + " is not a Parameter of this optimizer");
+    if (it->second) throw Error(who + " appears twice; give each Parameter one record");
+    it->second = true;
+    std::size_t known_counts = 0, known_buffers = 0;
+    for (const StateField& f : fields) {
+      if (f.kind == FieldKind::Count) {
+        if (record.counts.count(f.name) == 0) throw Error(fmt::format("{} has no count '{}'", who, f.name));
+        ++known_counts;
+        continue;
+      }
+      auto b = record.buffers.find(f.name);
+      if (b == record.buffers.end()) {
+        if (f.kind == FieldKind::Buffer) throw Error(fmt::format("{} has no buffer '{}'", who, f.name));
+        continue;
+      }
+      ++known_buffers;
+      if (b->second.size() != static_cast<std::size_t>(p.numel()))
+        throw Error(fmt::format("{}: buffer '{}' has {} values, but the Parameter has {}", who, f.name,
+                                b->second.size(), p.numel()));
+    }
+    if (known_counts != record.counts.size() || known_buffers != record.buffers.size()) {
+      std::string names;
+      for (const StateField& f : fields) names += (names.empty() ? "" : ", ") + f.name;
+      throw Error(fmt::format("{} has a field that {} does not keep; its fields are: {}", who, name(), names));
+    }
+  }
+}
+
 void check_at_least(std::string_view who, std::string_view arg, double value, double low, const std::string& where) {
   if (!(value >= low)) throw Error(fmt::format("{}: {} must be >= {}, but got {}{}", who, arg, low, value, where));
 }

@@ -15,15 +15,19 @@
 //  * step() checks every group and every gradient before it writes anything, so a rejected step
 //    changes nothing. Values are written in place and the storage version is bumped; no
 //    Parameter is ever rebound to new storage.
+// Checkpoints (nn/checkpoint.h) read and replace the state through export_state/import_state.
 // Left out on purpose: closures, state_dict, foreach/fused paths, options left "unset" in a group
 // (a group carries a complete Options value; the struct's defaults are PyTorch's defaults).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -41,6 +45,20 @@ struct ParamGroup {
   std::vector<Parameter> params;
   Options options{};
 };
+
+// One field of a Parameter's optimizer state, as a checkpoint stores it: a step count, a float
+// buffer of the Parameter's numel, or such a buffer that may be absent (empty in the state).
+enum class FieldKind { Count, Buffer, OptionalBuffer };
+struct StateField {
+  std::string name;
+  FieldKind kind;
+};
+// One Parameter's state by field name (Count fields in counts, the others in buffers).
+struct StateRecord {
+  std::map<std::string, std::int64_t> counts;
+  std::map<std::string, std::vector<float>> buffers;
+};
+using StateRecords = std::vector<std::pair<Parameter, StateRecord>>;
 
 // The untyped interface: what zero_grad, clip_grad_norm and the LR schedulers need.
 class Optimizer {
@@ -64,6 +82,16 @@ class Optimizer {
   // Number of Parameters that have optimizer state (a tied table counts once).
   virtual std::size_t state_size() const = 0;
 
+  // Checkpoint hooks. The fields of one Parameter's state, in a fixed order.
+  virtual std::vector<StateField> state_fields() const = 0;
+  // A copy of the state of every Parameter that has one, in group order.
+  virtual StateRecords export_state() const = 0;
+  // Replaces all state by records. Requires: each record's Parameter is in this optimizer and
+  // appears once; Count and Buffer fields present, OptionalBuffer fields absent or present, every
+  // buffer of the Parameter's numel, no other field. Checked before anything changes. A Parameter
+  // without a record starts afresh (Adagrad: its initial accumulator; the others: no state).
+  virtual void import_state(const StateRecords& records) = 0;
+
  protected:
   explicit Optimizer(std::string name) : name_(std::move(name)) {}
   Optimizer(Optimizer&&) = default;
@@ -73,6 +101,8 @@ class Optimizer {
   void check_new_group(const std::vector<Parameter>& incoming, std::size_t group) const;
   // " (group 1)" when the options came from a list of groups, "" for a plain parameter list.
   std::string group_suffix(std::size_t group) const;
+  // import_state, part 1: throws hitch::Error naming the Parameter and the field; writes nothing.
+  void check_records(const StateRecords& records) const;
   // step(), part 1: throws if this step must be refused; writes nothing.
   virtual void check_step() const = 0;
   // step(), part 2: the update, for one group's Parameters that have a gradient.
@@ -100,6 +130,50 @@ class OptimizerWith : public Optimizer {
     groups_[group].options.lr = lr;
   }
   std::size_t state_size() const override { return state_.size(); }
+
+  // Checkpoint hooks, generic over State::for_each_field(state, f), which calls
+  // f(name, field, FieldKind) for each field (std::int64_t for a Count, std::vector<float> else).
+  std::vector<StateField> state_fields() const override {
+    std::vector<StateField> out;
+    State probe;
+    State::for_each_field(probe, [&](const char* name, auto&, FieldKind kind) { out.push_back({name, kind}); });
+    return out;
+  }
+  StateRecords export_state() const override {
+    StateRecords out;
+    for (const auto& group : groups_)
+      for (const Parameter& p : group.params) {
+        auto it = state_.find(p.id());
+        if (it == state_.end()) continue;
+        StateRecord record;
+        State::for_each_field(it->second, [&](const char* name, const auto& field, FieldKind kind) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::int64_t>)
+            record.counts[name] = field;
+          else if (kind == FieldKind::Buffer || !field.empty())
+            record.buffers[name] = field;
+        });
+        out.emplace_back(p, std::move(record));
+      }
+    return out;
+  }
+  void import_state(const StateRecords& records) override {
+    check_records(records);
+    state_.clear();
+    for (const auto& g : groups_) on_group_added(g);  // Adagrad's eager state
+    for (const auto& entry : records) {
+      const StateRecord& record = entry.second;  // not a structured binding: clang-14 cannot capture one
+      State s;
+      State::for_each_field(s, [&](const char* name, auto& field, FieldKind) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::int64_t>) {
+          field = record.counts.at(name);
+        } else {
+          auto it = record.buffers.find(name);
+          if (it != record.buffers.end()) field = it->second;
+        }
+      });
+      state_[entry.first.id()] = std::move(s);
+    }
+  }
 
   // The options in force for a group. Changes made through options_mut() are validated again
   // at the next step().
@@ -220,6 +294,15 @@ void for_each_dense_run(Grad& grad, std::size_t numel, DenseRun&& dense, ZeroRun
 template <class Fn>
 void parallel_elements(std::size_t n, Fn&& fn) {
   parallel_for(n, std::size_t{1} << 15, fn);
+}
+
+// Prefetches row `row` (width floats) of each of the given arrays: the ahead() of
+// Grad::for_each_row, so the random parameter/state rows are in cache when the update runs.
+inline void prefetch_rows(std::int64_t row, std::size_t width, std::initializer_list<const float*> arrays) {
+  for (const float* a : arrays) {
+    const float* r = a + static_cast<std::size_t>(row) * width;
+    for (std::size_t d = 0; d < width; d += 16) __builtin_prefetch(r + d, 1);
+  }
 }
 
 // Rows of p as a parameter [rows, width]: shape[0] rows (1 for a 0-d Parameter).

@@ -28,6 +28,12 @@ struct SGDOptions {
 
 struct SGDState {
   std::vector<float> momentum_buffer;  // empty until the first step with momentum > 0
+
+  // The checkpoint's view (see OptimizerWith::export_state).
+  template <class Self, class F>
+  static void for_each_field(Self& s, F&& f) {
+    f("momentum_buffer", s.momentum_buffer, FieldKind::OptionalBuffer);
+  }
 };
 
 // Contract: each Parameter given once (see optimizer.h). step() updates each Parameter that has

@@ -30,6 +30,14 @@ struct SparseAdamState {
   std::int64_t step = 0;
   std::vector<float> exp_avg;     // m, dense [rows, D]
   std::vector<float> exp_avg_sq;  // v, dense [rows, D]
+
+  // The checkpoint's view (see OptimizerWith::export_state).
+  template <class Self, class F>
+  static void for_each_field(Self& s, F&& f) {
+    f("step", s.step, FieldKind::Count);
+    f("exp_avg", s.exp_avg, FieldKind::Buffer);
+    f("exp_avg_sq", s.exp_avg_sq, FieldKind::Buffer);
+  }
 };
 
 // Contract: each Parameter given once and of rank >= 1 (rows). step() requires every gradient
