@@ -4,3 +4,5 @@
 #include "nn/module.h"
 #include "nn/linear.h"
 #include "nn/embedding.h"
+#include "nn/checkpoint.h"
+#include "nn/safetensors.h"

@@ -1,0 +1,403 @@
+// hitch/nn/checkpoint.cpp: module checkpoints on top of nn/safetensors (see checkpoint.h).
+//
+// Loading is two phases: match everything in the file against the module, the optimizer and the
+// generator, collecting what to write (and every problem); then write. The only step of the
+// second phase that can still refuse is the optimizer's own lr check, and it runs first, undone
+// if it throws, so a refused load changes nothing.
+#include "nn/checkpoint.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "nn/safetensors.h"
+
+namespace hitch::nn {
+
+namespace {
+
+constexpr std::string_view kOptimPrefix = "optim.";
+constexpr std::string_view kGeneratorPrefix = "generator.";
+constexpr std::string_view kTiePrefix = "hitch.tie.";
+
+bool reserved(std::string_view name) { return name.starts_with(kOptimPrefix) || name.starts_with(kGeneratorPrefix); }
+
+template <class T>
+std::span<const std::byte> bytes_of(const T* data, std::size_t n) {
+  return std::as_bytes(std::span<const T>(data, n));
+}
+
+template <class T>
+T read_scalar(std::span<const std::byte> bytes) {
+  T value{};
+  std::memcpy(&value, bytes.data(), sizeof value);
+  return value;
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (const std::string& s : items) out += (out.empty() ? "" : std::string(sep)) + s;
+  return out;
+}
+
+std::string quoted_list(const std::vector<std::string>& names) {
+  std::vector<std::string> q;
+  for (const std::string& n : names) q.push_back("'" + n + "'");
+  return join(q, ", ");
+}
+
+// Every name under which the module holds each Parameter.
+struct ModuleNames {
+  std::vector<std::pair<std::string, Parameter>> first;         // one per Parameter, named_parameters()
+  std::map<std::string, std::vector<std::string>> others;       // first name -> further names (ties)
+  std::unordered_map<const void*, std::string> name_of;         // identity -> first name
+};
+
+struct AllNames final : Module::Members {
+  std::string prefix;
+  std::vector<std::pair<std::string, Parameter>> out;
+  void param(std::string_view name, const Parameter& p) override {
+    if (p.defined()) out.emplace_back(prefix + std::string(name), p);
+  }
+  void module(std::string_view name, const Module& m) override {
+    const std::string saved = prefix;
+    prefix += std::string(name) + ".";
+    m.members(*this);
+    prefix = saved;
+  }
+};
+
+ModuleNames module_names(std::string_view who, const Module& module) {
+  ModuleNames names;
+  names.first = module.named_parameters();  // refuses hidden aliases
+  for (const auto& [name, p] : names.first) {
+    if (reserved(name))
+      throw Error(fmt::format("{}: the module's Parameter '{}' has a name starting with '{}' or '{}', which "
+                              "checkpoints reserve for optimizer and generator state",
+                              who, name, kOptimPrefix, kGeneratorPrefix));
+    names.name_of.emplace(p.id(), name);
+  }
+  AllNames all;
+  module.members(all);
+  for (const auto& [name, p] : all.out) {
+    const std::string& first = names.name_of.at(p.id());
+    auto& others = names.others[first];
+    if (name != first && std::find(others.begin(), others.end(), name) == others.end()) others.push_back(name);
+  }
+  return names;
+}
+
+// Every Parameter of the optimizer must have a name in the module.
+void check_optimizer_in_module(std::string_view who, const optim::Optimizer& opt, const ModuleNames& names) {
+  for (std::size_t g = 0; g < opt.num_groups(); ++g)
+    for (std::size_t i = 0; i < opt.params(g).size(); ++i)
+      if (names.name_of.count(opt.params(g)[i].id()) == 0)
+        throw Error(fmt::format("{}: the optimizer's Parameter {} (group {} position {}) is not a Parameter of the "
+                                "module, so its state has no name in the file",
+                                who, optim::param_label(opt.params(g)[i]), g, i));
+}
+
+// ---- matching a file against the module, the generator and the optimizer --------------------
+
+struct ParamWrite {
+  Parameter p;
+  std::span<const std::byte> bytes;
+};
+
+std::vector<ParamWrite> match_module(const std::string& who, const Safetensors& st, const ModuleNames& names) {
+  std::map<std::string, const SafetensorsEntry*> tensors;  // the module section of the file
+  for (const SafetensorsEntry& e : st.tensors)
+    if (!reserved(e.name)) tensors.emplace(e.name, &e);
+  std::map<std::string, std::string> file_ties;  // further name -> stored name
+  for (const auto& [key, target] : st.metadata) {
+    if (!key.starts_with(kTiePrefix)) continue;
+    const std::string alias = key.substr(kTiePrefix.size());
+    if (tensors.count(target) == 0)
+      throw Error(fmt::format("{}: the metadata ties '{}' to '{}', which is not a tensor in the file", who, alias,
+                              target));
+    if (tensors.count(alias) != 0)
+      throw Error(fmt::format("{}: the file holds '{}' both as a tensor and as a tie of '{}'", who, alias, target));
+    file_ties.emplace(alias, target);
+  }
+  auto stored_name = [&](const std::string& name) -> std::string {
+    if (tensors.count(name) != 0) return name;
+    auto it = file_ties.find(name);
+    return it == file_ties.end() ? std::string() : it->second;
+  };
+
+  std::vector<std::string> missing, unexpected, mismatches;
+  std::set<std::string> used;                      // file tensors and tie names the module asked for
+  std::map<std::string, std::string> reached_from;  // stored name -> module name that reached it
+  std::vector<ParamWrite> writes;
+  for (const auto& [first, p] : names.first) {
+    std::vector<std::string> all{first};
+    if (auto it = names.others.find(first); it != names.others.end())
+      all.insert(all.end(), it->second.begin(), it->second.end());
+    std::string stored, via;  // the tensor this Parameter reads, and the module name that led there
+    for (const std::string& name : all) {
+      const std::string s = stored_name(name);
+      if (s.empty()) {
+        missing.push_back(name);
+        continue;
+      }
+      used.insert(name);
+      if (stored.empty()) {
+        stored = s, via = name;
+      } else if (s != stored) {
+        mismatches.push_back(fmt::format("'{}' and '{}' are one Parameter in the module, but two tensors in the file",
+                                         via, name));
+      }
+    }
+    if (stored.empty()) continue;
+    used.insert(stored);
+    if (auto [it, fresh] = reached_from.emplace(stored, via); !fresh) {
+      mismatches.push_back(fmt::format("the file ties '{}' and '{}' to one tensor '{}', but in the module they are "
+                                       "two separate Parameters",
+                                       it->second, via, stored));
+      continue;
+    }
+    const SafetensorsEntry& e = *tensors.at(stored);
+    if (e.dtype != "F32")
+      mismatches.push_back(fmt::format("'{}' has dtype {}, but hitch Parameters are F32", e.name, e.dtype));
+    else if (e.shape != p.shape())
+      mismatches.push_back(fmt::format("'{}' has shape {} in the file and {} in the module", e.name,
+                                       shape_str(e.shape), shape_str(p.shape())));
+    else
+      writes.push_back({p, e.bytes});
+  }
+  for (const auto& [name, e] : tensors)
+    if (used.count(name) == 0) unexpected.push_back(name);
+  for (const auto& [alias, target] : file_ties)
+    if (used.count(alias) == 0) unexpected.push_back(alias);
+  for (const SafetensorsEntry& e : st.tensors)
+    if (e.name.starts_with(kGeneratorPrefix) && e.name != "generator.state" && e.name != "generator.spare")
+      unexpected.push_back(e.name);
+
+  std::vector<std::string> problems;
+  if (!missing.empty()) problems.push_back("missing keys " + quoted_list(missing));
+  if (!unexpected.empty()) problems.push_back("unexpected keys " + quoted_list(unexpected));
+  problems.insert(problems.end(), mismatches.begin(), mismatches.end());
+  if (!problems.empty()) throw Error(who + " does not match the module: " + join(problems, "; "));
+  return writes;
+}
+
+struct GeneratorWrite {
+  std::array<std::uint64_t, 4> state{};
+  std::optional<double> spare;
+};
+
+GeneratorWrite match_generator(const std::string& who, const Safetensors& st) {
+  const SafetensorsEntry* state = st.find("generator.state");
+  const SafetensorsEntry* spare = st.find("generator.spare");
+  if (state == nullptr || spare == nullptr)
+    throw Error(who + ": the file has no generator state ('generator.state' and 'generator.spare'); it was saved "
+                      "without a generator");
+  if (state->dtype != "U64" || state->shape != Shape{4})
+    throw Error(fmt::format("{}: 'generator.state' must be U64 [4], but it is {} {}", who, state->dtype,
+                            shape_str(state->shape)));
+  if (spare->dtype != "F64" || spare->shape.size() != 1 || spare->shape[0] > 1)
+    throw Error(fmt::format("{}: 'generator.spare' must be F64 [0] or F64 [1], but it is {} {}", who, spare->dtype,
+                            shape_str(spare->shape)));
+  GeneratorWrite out;
+  std::memcpy(out.state.data(), state->bytes.data(), sizeof out.state);
+  if (out.state == std::array<std::uint64_t, 4>{})
+    throw Error(who + ": 'generator.state' is all zero, a state xoshiro256** never reaches");
+  if (spare->shape[0] == 1) out.spare = read_scalar<double>(spare->bytes);
+  return out;
+}
+
+struct OptimizerWrite {
+  optim::StateRecords records;
+  std::vector<double> lrs;
+};
+
+std::string metadata_value(const std::string& who, const Safetensors& st, const std::string& key) {
+  auto it = st.metadata.find(key);
+  if (it == st.metadata.end()) throw Error(fmt::format("{}: the metadata has no '{}'", who, key));
+  return it->second;
+}
+
+template <class T>
+T parse_number(const std::string& who, const std::string& key, const std::string& text) {
+  T value{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size())
+    throw Error(fmt::format("{}: metadata '{}' = '{}' is not a number", who, key, text));
+  return value;
+}
+
+OptimizerWrite match_optimizer(const std::string& who, const Safetensors& st, const ModuleNames& names,
+                               const optim::Optimizer& opt) {
+  if (st.metadata.count("hitch.optimizer") == 0)
+    throw Error(who + ": the file has no optimizer state; it was saved without an optimizer");
+  const std::string kind = st.metadata.at("hitch.optimizer");
+  if (kind != opt.name())
+    throw Error(fmt::format("{}: the file holds {} state, but the optimizer is {}", who, kind, opt.name()));
+  const auto groups =
+      parse_number<std::size_t>(who, "hitch.optimizer.groups", metadata_value(who, st, "hitch.optimizer.groups"));
+  if (groups != opt.num_groups())
+    throw Error(fmt::format("{}: the file's {} has {} parameter groups, but the optimizer has {}", who, kind, groups,
+                            opt.num_groups()));
+  check_optimizer_in_module(who, opt, names);
+  OptimizerWrite out;
+  for (std::size_t g = 0; g < groups; ++g) {
+    const std::string key = fmt::format("hitch.optimizer.lr.{}", g);
+    out.lrs.push_back(parse_number<double>(who, key, metadata_value(who, st, key)));
+  }
+
+  std::map<std::string, Parameter> mine;  // the optimizer's Parameters by module name
+  for (std::size_t g = 0; g < opt.num_groups(); ++g)
+    for (const Parameter& p : opt.params(g)) mine.emplace(names.name_of.at(p.id()), p);
+  const std::vector<optim::StateField> fields = opt.state_fields();
+  std::vector<std::string> field_names, problems;
+  for (const auto& f : fields) field_names.push_back(f.name);
+  std::map<std::string, optim::StateRecord> by_name;
+  for (const SafetensorsEntry& e : st.tensors) {
+    if (!e.name.starts_with(kOptimPrefix)) continue;
+    const std::string rest = e.name.substr(kOptimPrefix.size());
+    const auto dot = rest.rfind('.');
+    const std::string pname = dot == std::string::npos ? rest : rest.substr(0, dot);
+    const std::string fname = dot == std::string::npos ? std::string() : rest.substr(dot + 1);
+    auto p = mine.find(pname);
+    auto f = std::find_if(fields.begin(), fields.end(), [&](const optim::StateField& x) { return x.name == fname; });
+    if (p == mine.end()) {
+      problems.push_back(fmt::format("'{}' names '{}', which is not a Parameter of the optimizer", e.name, pname));
+    } else if (f == fields.end()) {
+      problems.push_back(fmt::format("'{}': {} keeps no field '{}' (its fields: {})", e.name, kind, fname,
+                                     join(field_names, ", ")));
+    } else if (f->kind == optim::FieldKind::Count) {
+      if (e.dtype != "I64" || !e.shape.empty())
+        problems.push_back(fmt::format("'{}' must be I64 [], but it is {} {}", e.name, e.dtype, shape_str(e.shape)));
+      else
+        by_name[pname].counts[fname] = read_scalar<std::int64_t>(e.bytes);
+    } else if (e.dtype != "F32" || e.shape != p->second.shape()) {
+      problems.push_back(fmt::format("'{}' must be F32 {} (the Parameter's shape), but it is {} {}", e.name,
+                                     shape_str(p->second.shape()), e.dtype, shape_str(e.shape)));
+    } else {
+      std::vector<float> values(e.bytes.size() / sizeof(float));
+      std::memcpy(values.data(), e.bytes.data(), e.bytes.size());
+      by_name[pname].buffers[fname] = std::move(values);
+    }
+  }
+  for (auto& [pname, record] : by_name) {
+    for (const auto& f : fields) {
+      const bool present = f.kind == optim::FieldKind::Count ? record.counts.count(f.name) != 0
+                                                             : record.buffers.count(f.name) != 0;
+      if (!present && f.kind != optim::FieldKind::OptionalBuffer)
+        problems.push_back(fmt::format("'{}' has optimizer state but no '{}{}.{}'", pname, kOptimPrefix, pname, f.name));
+    }
+    out.records.emplace_back(mine.at(pname), std::move(record));
+  }
+  if (!problems.empty()) throw Error(who + ": the optimizer state does not match: " + join(problems, "; "));
+  return out;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Module& module, const CheckpointParts& parts) {
+  const std::string who = fmt::format("save_checkpoint: '{}'", path);
+  const ModuleNames names = module_names(who, module);
+  std::map<std::string, std::string> metadata{{"hitch.checkpoint", "1"}};
+  for (const auto& [first, others] : names.others)
+    for (const std::string& other : others) metadata[std::string(kTiePrefix) + other] = first;
+
+  // 8-byte dtypes first, then F32, so every tensor is aligned for its dtype in the file.
+  std::vector<SafetensorsTensor> wide, narrow;
+  for (const auto& [name, p] : names.first)
+    narrow.push_back({name, "F32", p.shape(), bytes_of(p.data(), static_cast<std::size_t>(p.numel()))});
+
+  optim::StateRecords records;  // what the optimizer's tensors point into
+  std::vector<std::int64_t> counts;
+  if (parts.optimizer != nullptr) {
+    const optim::Optimizer& opt = *parts.optimizer;
+    check_optimizer_in_module(who, opt, names);
+    metadata["hitch.optimizer"] = opt.name();
+    metadata["hitch.optimizer.groups"] = std::to_string(opt.num_groups());
+    for (std::size_t g = 0; g < opt.num_groups(); ++g)
+      metadata[fmt::format("hitch.optimizer.lr.{}", g)] = fmt::format("{}", opt.lr(g));  // shortest exact form
+    records = opt.export_state();
+    std::size_t total = 0;
+    for (const auto& [p, r] : records) total += r.counts.size();
+    counts.reserve(total);  // no reallocation: the spans below stay valid
+    for (const auto& [p, r] : records) {
+      const std::string prefix = fmt::format("{}{}.", kOptimPrefix, names.name_of.at(p.id()));
+      for (const auto& [field, value] : r.counts) {
+        counts.push_back(value);
+        wide.push_back({prefix + field, "I64", {}, bytes_of(&counts.back(), 1)});
+      }
+      for (const auto& [field, values] : r.buffers)
+        narrow.push_back({prefix + field, "F32", p.shape(), bytes_of(values.data(), values.size())});
+    }
+  }
+  std::array<std::uint64_t, 4> gen_state{};
+  double spare = 0.0;
+  if (parts.generator != nullptr) {
+    gen_state = parts.generator->state();
+    const std::optional<double> pending = parts.generator->spare();
+    spare = pending.value_or(0.0);
+    wide.push_back({"generator.state", "U64", {4}, bytes_of(gen_state.data(), 4)});
+    wide.push_back({"generator.spare", "F64", {pending ? 1 : 0}, bytes_of(&spare, pending ? 1 : 0)});
+  }
+  wide.insert(wide.end(), narrow.begin(), narrow.end());
+  std::string header;
+  try {
+    header = safetensors_header(wide, metadata);
+  } catch (const Error& e) {
+    throw Error(who + ": " + e.what());
+  }
+  write_file_atomically("save_checkpoint", path, header, wide);
+}
+
+void load_checkpoint(const std::string& path, Module& module, const CheckpointParts& parts) {
+  const std::vector<std::byte> bytes = read_whole_file("load_checkpoint", path);
+  load_checkpoint_from_bytes(bytes, module, parts, "'" + path + "'");
+}
+
+void load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module, const CheckpointParts& parts,
+                                std::string_view source) {
+  const std::string who = fmt::format("load_checkpoint: {}", source);
+  Safetensors st;
+  try {
+    st = parse_safetensors(file);
+  } catch (const Error& e) {
+    throw Error(who + ": " + e.what());
+  }
+  const ModuleNames names = module_names(who, module);
+  const std::vector<ParamWrite> writes = match_module(who, st, names);
+  std::optional<GeneratorWrite> gen;
+  if (parts.generator != nullptr) gen = match_generator(who, st);
+  std::optional<OptimizerWrite> opt;
+  if (parts.optimizer != nullptr) opt = match_optimizer(who, st, names, *parts.optimizer);
+
+  // Everything matched: write. The optimizer first, as it can still refuse (undone if it does).
+  if (opt) {
+    optim::Optimizer& o = *parts.optimizer;
+    std::vector<double> old;
+    for (std::size_t g = 0; g < o.num_groups(); ++g) old.push_back(o.lr(g));
+    try {
+      for (std::size_t g = 0; g < o.num_groups(); ++g) o.set_lr(g, opt->lrs[g]);
+      o.import_state(opt->records);
+    } catch (const Error& e) {
+      for (std::size_t g = 0; g < o.num_groups(); ++g) o.set_lr(g, old[g]);
+      throw Error(who + ": " + e.what());
+    }
+  }
+  for (const ParamWrite& w : writes) {
+    Parameter p = w.p;
+    if (!w.bytes.empty()) std::memcpy(p.data(), w.bytes.data(), w.bytes.size());
+    p.bump_version();
+  }
+  if (gen) {
+    parts.generator->set_state(gen->state);
+    parts.generator->set_spare(gen->spare);
+  }
+}
+
+}  // namespace hitch::nn
