@@ -120,6 +120,7 @@ int run(const Config& cfg) {
                                                       {node_of(scores), "call 4: matmul(user, items^T)"}};
   fmt::print("target {}  negative {}\nhistory {} offsets {}\nloss = {:.6f}\n\n", target, negative, hist, offsets,
              loss.item());
+  fmt::print("The tape behind the loss (format_graph): the node numbers below are these.\n{}\n", format_graph(loss));
   backward(loss);
   table.remove_grad_hook(hook);
 
