@@ -3,6 +3,9 @@
 # Does nothing when they are all present already, so the other scripts can call it every time.
 set -euo pipefail
 packages=(g++ cmake make libopenblas-dev doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev)
+# `install-deps.sh fuzz` adds the clang-14 toolchain with libFuzzer (scripts/fuzz.sh only; CI
+# replays the fuzz corpus with g++).
+if [ "${1:-}" = "fuzz" ]; then packages+=(clang-14 libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
