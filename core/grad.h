@@ -168,7 +168,7 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<flo
     for (std::size_t j = 0; j < blocks_.size(); ++j) {
       if (at[j] >= blocks_[j].rows.size() || blocks_[j].rows[at[j]] != row) continue;
       const float* v = blocks_[j].values.data() + at[j] * width;
-      if (first) std::memcpy(scratch.data(), v, width * sizeof(float));
+      if (first) std::copy_n(v, width, scratch.data());  // not memcpy: null pointers for D = 0
       else for (std::size_t d = 0; d < width; ++d) scratch[d] += v[d];
       first = false;
       ++at[j];

@@ -34,7 +34,7 @@ void gather_rows(const float* w, std::span<const std::int64_t> idx, std::size_t 
   parallel_for(idx.size(), min_chunk_for(width), [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) {
       if (i + kAhead < e) prefetch_row(w + static_cast<std::size_t>(idx[i + kAhead]) * width, width);
-      std::memcpy(out + i * width, w + static_cast<std::size_t>(idx[i]) * width, width * sizeof(float));
+      std::copy_n(w + static_cast<std::size_t>(idx[i]) * width, width, out + i * width);  // not memcpy: w is null for D = 0
     }
   });
 }
@@ -92,7 +92,7 @@ RowBlock reduce_rows(const RowGroups& groups, const float* g, std::size_t width,
         const std::uint32_t p = groups.order[k];
         const float* gp = g + static_cast<std::size_t>(src ? src[p] : p) * width;
         if (coef == nullptr) {
-          if (k == lo) std::memcpy(out, gp, width * sizeof(float));
+          if (k == lo) std::copy_n(gp, width, out);  // not memcpy: null pointers for D = 0
           else for (std::size_t d = 0; d < width; ++d) out[d] += gp[d];
         } else {
           const float c = coef[p];
