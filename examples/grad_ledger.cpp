@@ -181,10 +181,12 @@ int run(const Config& cfg) {
     return fmt::format("[{}{}]", fmt::join(v, " "), cfg.dim > 8 ? " ..." : "");
   };
   fmt::print("\nRow {} in full (read by {} calls):\n", busiest, most);
-  for (const auto& [seq, e] : ledger.entries())
+  for (const auto& entry : ledger.entries()) {  // not a structured binding: clang-14 cannot capture one
+    const Ledger::Entry& e = entry.second;
     if (ledger.row_norm(e, busiest) > 0.0)
-      fmt::print("  #{} {:<14} {}\n", seq, e.op,
+      fmt::print("  #{} {:<14} {}\n", entry.first, e.op,
                  row_str([&](std::int64_t d) { return e.sum[static_cast<std::size_t>(busiest * cfg.dim + d)]; }));
+  }
   fmt::print("  = table.grad()[{}] {}\n", busiest, row_str([&](std::int64_t d) { return grad.at({busiest, d}); }));
 
   double diff = 0.0;
