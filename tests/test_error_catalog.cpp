@@ -1,0 +1,190 @@
+// The entries of docs/errors.md that no other test covers: each asserts the exact message and
+// that nothing changed (values, versions, gradients, optimizer state, the tape, the thread
+// count, a generator). The other entries name their tests in docs/errors.md; the last test case
+// here checks that every `throw Error(` in the library is catalogued there.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "hitch.h"
+
+using namespace hitch;
+
+namespace {
+// What a rejected call must leave as it was: a tensor's values, version and gradient, the tape.
+struct Unchanged {
+  Tensor t;
+  std::vector<float> values;
+  std::uint64_t version;
+  bool had_grad;
+  std::vector<float> grad;
+  std::size_t tape = tape_size();
+  explicit Unchanged(const Tensor& x)
+      : t(x),
+        values(x.to_vector()),
+        version(x.impl().storage->version),
+        had_grad(x.impl().grad != nullptr),
+        grad(had_grad ? x.grad().to_vector() : std::vector<float>{}) {}
+  void check() const {
+    CHECK(t.to_vector() == values);
+    CHECK(t.impl().storage->version == version);
+    CHECK((t.impl().grad != nullptr) == had_grad);
+    if (had_grad) CHECK(t.grad().to_vector() == grad);
+    CHECK(tape_size() == tape);
+  }
+};
+
+Parameter trained(const char* name) {
+  Parameter p(name, Tensor({2, 2}, {1, 2, 3, 4}));
+  backward(sum(p.value() * p.value()));
+  return p;
+}
+
+std::string read(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+}  // namespace
+
+TEST_CASE("error catalog: Tensor and IndexTensor construction") {
+  CHECK_THROWS_WITH_AS(Tensor({2, -1}, {}), "Tensor: shape [2,-1] has a negative size -1 at dim 1", Error);
+  CHECK_THROWS_WITH_AS(Tensor::full({-3}, 1.0f), "Tensor::full: shape [-3] has a negative size -3 at dim 0", Error);
+  CHECK_THROWS_WITH_AS(IndexTensor({-1}, {}), "IndexTensor: shape [-1] has a negative size -1 at dim 0", Error);
+  CHECK_THROWS_WITH_AS(IndexTensor({2, 2}, {1, 2, 3}), "IndexTensor: shape [2,2] needs 4 values, got 3", Error);
+  CHECK_THROWS_WITH_AS(IndexTensor::arange(0, 3, 0), "IndexTensor::arange: step must be non-zero, got 0", Error);
+  CHECK_THROWS_WITH_AS(Tensor::arange(0, 3, 0), "arange: step must be finite and non-zero, got 0", Error);
+  Generator gen(1);
+  const auto state = gen.state();
+  CHECK_THROWS_WITH_AS(Tensor::uniform({2}, 1.0f, 0.0f, gen), "uniform: low must be <= high, got low 1 and high 0", Error);
+  CHECK_THROWS_WITH_AS(gen.below(0), "Generator::below: n must be positive, got 0", Error);
+  CHECK(gen.state() == state);
+}
+
+TEST_CASE("error catalog: Tensor access and flags") {
+  CHECK_THROWS_WITH_AS(Tensor().shape(), "Tensor: use of an undefined tensor", Error);
+  Tensor x({2, 2}, {1, 2, 3, 4});
+  x.requires_grad_();
+  Tensor y = x * 2.0f;
+  const Unchanged before(x);
+  CHECK_THROWS_WITH_AS(x.at({1}), "at: 1 indices given for a tensor of shape [2,2]", Error);
+  CHECK_THROWS_WITH_AS(x.set({0, 0, 0}, 9.0f), "at: 3 indices given for a tensor of shape [2,2]", Error);
+  CHECK_THROWS_WITH_AS(sum(Tensor::scalar(1.0f), 0), "sum: dim 0 given for a tensor of rank 0, which has no dims", Error);
+  const Unchanged y_before(y);
+  CHECK_THROWS_WITH_AS(y.requires_grad_(false),
+                       "requires_grad_: only a leaf tensor's flag can be set (this tensor was made by an op; use detach())",
+                       Error);
+  CHECK(y.requires_grad());
+  before.check();
+  y_before.check();
+}
+
+TEST_CASE("error catalog: an empty Parameter handle") {
+  Parameter empty;
+  CHECK_THROWS_WITH_AS(empty.shape(), "Parameter: use of an empty Parameter handle", Error);
+  CHECK_THROWS_WITH_AS(nn::Embedding{empty}, "Embedding: the weight Parameter is an empty handle", Error);
+  CHECK_THROWS_WITH_AS(nn::EmbeddingBag{empty}, "EmbeddingBag: the weight Parameter is an empty handle", Error);
+  Generator gen(2);
+  const auto state = gen.state();
+  CHECK_THROWS_WITH_AS(nn::Embedding(3, -2, {}, gen), "Embedding: embedding_dim must be >= 0, but is -2", Error);
+  CHECK_THROWS_WITH_AS(nn::EmbeddingBag(3, -1, {}, gen), "EmbeddingBag: embedding_dim must be >= 0, but is -1", Error);
+  CHECK(gen.state() == state);
+}
+
+TEST_CASE("error catalog: backward of a graph recorded partly on another thread") {
+  Parameter w = trained("w");
+  const Unchanged before(w.value());
+  Tensor y;
+  std::thread t([&] { y = w.value() * 3.0f; });  // recorded on t's tape
+  t.join();
+  Tensor z = sum(y * y);  // recorded here, reading t's node
+  const std::size_t tape = tape_size();
+  CHECK_THROWS_WITH_AS(backward(z),
+                       "backward: part of this graph was recorded on another thread; a graph must be backpropagated "
+                       "on the thread that recorded it",
+                       Error);
+  CHECK(w.grad().to_vector() == before.grad);
+  CHECK(tape_size() == tape);
+}
+
+TEST_CASE("error catalog: set_num_threads") {
+  const int n = get_num_threads();
+  CHECK_THROWS_WITH_AS(set_num_threads(0), "set_num_threads: n = 0 is out of range (valid: [1, 256])", Error);
+  CHECK_THROWS_WITH_AS(set_num_threads(257), "set_num_threads: n = 257 is out of range (valid: [1, 256])", Error);
+  CHECK(get_num_threads() == n);
+}
+
+TEST_CASE("error catalog: LR schedulers") {
+  Parameter w = trained("w");
+  optim::SGD sgd({w}, {.lr = 0.5});
+  CHECK_THROWS_WITH_AS(optim::StepLR(sgd, 2, -0.5), "StepLR: gamma must be >= 0, but got -0.5", Error);
+  CHECK(sgd.lr(0) == 0.5);
+  optim::StepLR sched(sgd, 1, 0.5);
+  Parameter v = trained("v");
+  sgd.add_param_group({.params = {v}, .options = {.lr = 0.25}});
+  const Unchanged before(w.value());
+  CHECK_THROWS_WITH_AS(sched.step(),
+                       "LRScheduler: the optimizer had 1 parameter groups when the scheduler was built and has 2 now; "
+                       "build a new scheduler after add_param_group",
+                       Error);
+  CHECK(sgd.lr(0) == 0.5);
+  CHECK(sgd.lr(1) == 0.25);
+  before.check();
+}
+
+TEST_CASE("error catalog: Optimizer::import_state checks every record before replacing the state") {
+  Parameter w = trained("w"), other = trained("other");
+  optim::Adam adam({w}, {.lr = 0.1});
+  adam.step();
+  const optim::StateRecords good = adam.export_state();
+  REQUIRE(good.size() == 1);
+  const std::string who = "Adam: import_state: record 0 (Parameter 'w')";
+  auto rejected = [&](optim::StateRecords records, const std::string& message) {
+    CHECK_THROWS_WITH_AS(adam.import_state(records), message.c_str(), Error);
+    const optim::StateRecords now = adam.export_state();
+    REQUIRE(now.size() == 1);
+    CHECK(now[0].second.counts == good[0].second.counts);
+    CHECK(now[0].second.buffers == good[0].second.buffers);
+  };
+  rejected({{other, good[0].second}}, "Adam: import_state: record 0 (Parameter 'other') is not a Parameter of this optimizer");
+  rejected({good[0], good[0]}, "Adam: import_state: record 1 (Parameter 'w') appears twice; give each Parameter one record");
+  auto no_step = good[0];
+  no_step.second.counts.clear();
+  rejected({no_step}, who + " has no count 'step'");
+  auto no_avg = good[0];
+  no_avg.second.buffers.erase("exp_avg");
+  rejected({no_avg}, who + " has no buffer 'exp_avg'");
+  auto short_avg = good[0];
+  short_avg.second.buffers["exp_avg"].pop_back();
+  rejected({short_avg}, who + ": buffer 'exp_avg' has 3 values, but the Parameter has 4");
+  auto extra = good[0];
+  extra.second.buffers["momentum"] = {0, 0, 0, 0};
+  rejected({extra}, who + " has a field that Adam does not keep; its fields are: step, exp_avg, exp_avg_sq, max_exp_avg_sq");
+}
+
+TEST_CASE("error catalog: docs/errors.md lists every throw site of the library") {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(HITCH_FIXTURES_DIR) / ".." / "..";
+  const std::string catalog = read(root / "docs" / "errors.md");
+  // Count `throw Error(` per file in the sources and per file in the catalog's rows
+  // ("| `core/tensor.cpp` | ..."), which must agree.
+  const std::regex throw_site(R"(throw (hitch::)?Error\()");
+  for (const char* dir : {"core", "ops", "nn", "optim"}) {
+    for (const auto& entry : fs::directory_iterator(root / dir)) {
+      const std::string src = read(entry.path());
+      const auto in_source = std::distance(std::sregex_iterator(src.begin(), src.end(), throw_site), std::sregex_iterator());
+      const std::string key = "| `" + std::string(dir) + "/" + entry.path().filename().string() + "` |";
+      std::size_t in_catalog = 0;
+      for (auto pos = catalog.find(key); pos != std::string::npos; pos = catalog.find(key, pos + 1)) ++in_catalog;
+      CHECK_MESSAGE(static_cast<std::size_t>(in_source) == in_catalog,
+                    entry.path().filename().string() << ": " << in_source << " throw sites, " << in_catalog
+                                                     << " catalogue rows");
+    }
+  }
+}
