@@ -1,8 +1,35 @@
 #!/usr/bin/env bash
-# The README's second command: installs what is missing, builds and runs the whole test suite.
+# The README's second command: installs what is missing, builds and runs the whole test suite,
+# three ways (docs/reliability.md), stopping at the first failure:
+#   1. asan: every test (fuzz corpus replays included) under AddressSanitizer + UBSan, no recovery;
+#   2. tsan: the thread and determinism tests under ThreadSanitizer;
+#   3. dev:  every test in the Debug build; its ctest summary is the last output.
+# Stages 1 and 2 print a short summary (their whole log when they fail). HITCH_TEST_QUICK=1 runs
+# only the dev suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+
+# Runs a command with its output in a log; prints the log and fails when the command fails.
+quiet() {
+  local log="$1"
+  shift
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log"
+    echo "FAILED: $*"
+    exit 1
+  fi
+}
+
+if [ "${HITCH_TEST_QUICK:-0}" != "1" ]; then
+  for preset in asan tsan; do
+    start=$SECONDS
+    cmake --preset "$preset" >/dev/null
+    quiet "build/$preset.build.log" cmake --build --preset "$preset" -j2
+    quiet "build/$preset.ctest.log" ctest --preset "$preset"
+    echo "$preset: $(grep -E 'tests passed' "build/$preset.ctest.log") ($((SECONDS - start)) s)"
+  done
+fi
 cmake --preset dev >/dev/null
 cmake --build --preset dev -j2
 ctest --preset dev
