@@ -44,9 +44,8 @@ void Parameter::zero_grad(bool set_to_none) {
 }
 
 int Parameter::add_grad_hook(GradHook hook) {
-  auto& hooks = impl().grad_hooks;
-  const int id = hooks.empty() ? 1 : hooks.back().first + 1;
-  hooks.emplace_back(id, std::move(hook));
+  const int id = impl().next_hook_id++;
+  impl().grad_hooks.emplace_back(id, std::move(hook));
   return id;
 }
 

@@ -72,6 +72,7 @@ struct TensorImpl {
   bool alias_opt_in = false;
   std::string name;
   std::vector<std::pair<int, GradHook>> grad_hooks;  // see Parameter::add_grad_hook
+  int next_hook_id = 1;                              // ids are never reused
 };
 
 std::int64_t numel_of(const Shape& shape);

@@ -131,3 +131,15 @@ TEST_CASE("Generator: same seed same numbers; distributions have the right momen
   }
   for (int i = 0; i < 1000; ++i) REQUIRE(g.below(7) < 7);
 }
+
+TEST_CASE("Parameter: grad hook ids are never reused, so a stale remove cannot drop a newer hook") {
+  Parameter w("w", Tensor({2}, {1.0f, 2.0f}));
+  int calls = 0;
+  const int first = w.add_grad_hook([&](const GradContribution&) { ++calls; });
+  w.remove_grad_hook(first);
+  const int second = w.add_grad_hook([&](const GradContribution&) { ++calls; });
+  CHECK(second != first);
+  w.remove_grad_hook(first);  // stale: must not remove the second hook
+  backward(sum(mul(w, 2.0f)));
+  CHECK(calls == 1);
+}
