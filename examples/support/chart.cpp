@@ -5,9 +5,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -87,20 +89,48 @@ std::string line_chart_svg(const std::vector<Series>& series, const ChartOptions
   svg += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{}{}</text>\n", top + ph / 2,
                      escape(o.y_label), o.log_y ? " (log scale)" : "");
   // the lines
+  auto color_of = [&](std::size_t k) {
+    return colors[(series[k].color < 0 ? k : static_cast<std::size_t>(series[k].color)) % 6];
+  };
+  auto dash = [&](std::size_t k) { return series[k].dashed ? std::string(" stroke-dasharray=\"6,4\"") : std::string(); };
   for (std::size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
     std::string points;
     for (std::size_t i = 0; i < s.x.size() && i < s.y.size(); ++i)
       if (std::isfinite(s.y[i])) points += fmt::format("{:.1f},{:.1f} ", px(s.x[i]), py(ty(s.y[i])));
-    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\" points=\"{}\"/>\n", colors[k % 6], points);
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{} points=\"{}\"/>\n", color_of(k), dash(k),
+                       points);
   }
-  // legend, top right inside the plot
-  const double lx = left + pw - 190, ly = top + 10;
-  svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"180\" height=\"{}\" fill=\"white\" stroke=\"#999\"/>\n", lx, ly,
-                     10 + 18 * static_cast<double>(series.size()));
+  // legend: inside the plot, in the corner that hides the fewest data points (top right on a
+  // tie), wide enough for the longest label at about 7 px per character of the 12 px font
+  std::size_t longest = 0;
+  for (const auto& s : series) longest = std::max(longest, s.label.size());
+  const double legend_width = 46 + 7 * static_cast<double>(longest);
+  const double legend_height = 10 + 18 * static_cast<double>(series.size());
+  double lx = 0, ly = 0;
+  std::size_t fewest = std::numeric_limits<std::size_t>::max();
+  for (const auto& [cx, cy] : {std::pair{1, 0}, std::pair{1, 1}, std::pair{0, 0}, std::pair{0, 1}}) {
+    const double x0 = cx ? left + pw - legend_width - 10 : left + 10;
+    const double y0 = cy ? top + ph - legend_height - 10 : top + 10;
+    std::size_t hidden = 0;
+    for (const auto& s : series)
+      for (std::size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+        if (!std::isfinite(s.y[i])) continue;
+        const double x = px(s.x[i]), y = py(ty(s.y[i]));
+        hidden += x >= x0 && x <= x0 + legend_width && y >= y0 && y <= y0 + legend_height;
+      }
+    if (hidden < fewest) {
+      fewest = hidden;
+      lx = x0;
+      ly = y0;
+    }
+  }
+  svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"white\" stroke=\"#999\"/>\n", lx, ly,
+                     legend_width, legend_height);
   for (std::size_t k = 0; k < series.size(); ++k) {
     const double y = ly + 16 + 18 * static_cast<double>(k);
-    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/>\n", lx + 8, y - 4, lx + 30, y - 4, colors[k % 6]);
+    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"{}/>\n", lx + 8, y - 4, lx + 30, y - 4,
+                       color_of(k), dash(k));
     svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", lx + 36, y, escape(series[k].label));
   }
   return svg + "</svg>\n";
@@ -111,6 +141,16 @@ void write_file(const std::string& path, const std::string& text) {
   if (!out) throw std::runtime_error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
   out << text;
   if (!out) throw std::runtime_error(fmt::format("writing {} failed: {}", path, std::strerror(errno)));
+}
+
+std::pair<std::string, std::string> write_chart_files(const std::string& folder, const std::string& stem,
+                                                      const std::vector<Series>& series, const ChartOptions& options) {
+  std::filesystem::create_directories(folder);
+  const std::string csv = (std::filesystem::path(folder) / (stem + ".csv")).string();
+  const std::string svg = (std::filesystem::path(folder) / (stem + ".svg")).string();
+  write_file(csv, series_csv(series, options));
+  write_file(svg, line_chart_svg(series, options));
+  return {csv, svg};
 }
 
 std::string series_csv(const std::vector<Series>& series, const ChartOptions& o) {
