@@ -109,6 +109,7 @@ void Grad::scatter_into(float* dst, std::span<const std::int64_t> rows, const fl
   const auto width = static_cast<std::size_t>(row_width());
   auto add_range = [&](std::size_t b, std::size_t e) {
     for (std::size_t m = b; m < e; ++m) {
+      if (m + kAhead < e) prefetch_row(dst, rows[m + kAhead], width);  // random rows of a big table
       float* row = dst + static_cast<std::size_t>(rows[m]) * width;
       const float* src = values + m * width;
       for (std::size_t d = 0; d < width; ++d) row[d] += src[d];
@@ -179,7 +180,9 @@ void Grad::merge_blocks() const {
     merged.rows.push_back(row);
     merged.values.insert(merged.values.end(), v, v + width);
   };
-  visit_range(std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(), append, scratch);
+  auto no_prefetch = [](std::int64_t) {};
+  visit_range(std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(), append, no_prefetch,
+              scratch);
   for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values)});
   blocks_.clear();
   blocks_.push_back(std::move(merged));

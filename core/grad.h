@@ -102,8 +102,14 @@ class Grad {
   // Sparse layout only: calls fn(row, const float* values) once per distinct row, rows in
   // increasing order, values summed exactly as coalesce() would, without building the coalesced
   // copy. Chunks of rows run on get_num_threads() threads (fn must only touch state of its row).
+  // ahead(row), if given, is called a few rows before fn reaches row: a place to prefetch the
+  // parameter and state rows the update will touch (they are random accesses into a big table).
+  template <class Fn, class Ahead>
+  void for_each_row(Fn&& fn, Ahead&& ahead);
   template <class Fn>
-  void for_each_row(Fn&& fn);
+  void for_each_row(Fn&& fn) {
+    for_each_row(fn, [](std::int64_t) {});
+  }
 
   // Zero in place, keeping the layout (dense keeps its tensor, sparse becomes nnz 0).
   void zero();
@@ -119,8 +125,9 @@ class Grad {
   void merge_blocks() const;  // coalesce(): leaves one sorted block
   void scatter_into(float* dst, std::span<const std::int64_t> rows, const float* values) const;
   void release_blocks();  // clears blocks_, recycling their buffers
-  template <class Fn>
-  void visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<float>& scratch) const;
+  template <class Fn, class Ahead>
+  void visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, std::vector<float>& scratch) const;
+  static constexpr std::size_t kAhead = 16;  // rows between ahead(row) and fn(row)
 
   Shape shape_;
   Layout layout_ = Layout::Empty;
@@ -130,13 +137,18 @@ class Grad {
 
 // Walks rows in [lo, hi) of every (sorted) block at once: a row present in one block is passed
 // straight from it; a row in several is summed into scratch in block order.
-template <class Fn>
-void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<float>& scratch) const {
+template <class Fn, class Ahead>
+void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, std::vector<float>& scratch) const {
   const auto width = static_cast<std::size_t>(row_width());
   if (blocks_.size() == 1) {
     const Block& b = blocks_[0];
     auto k = static_cast<std::size_t>(std::lower_bound(b.rows.begin(), b.rows.end(), lo) - b.rows.begin());
-    for (; k < b.rows.size() && b.rows[k] < hi; ++k) fn(b.rows[k], b.values.data() + k * width);
+    const auto end = static_cast<std::size_t>(std::lower_bound(b.rows.begin() + static_cast<std::ptrdiff_t>(k), b.rows.end(), hi) - b.rows.begin());
+    for (std::size_t j = k; j < std::min(end, k + kAhead); ++j) ahead(b.rows[j]);
+    for (; k < end; ++k) {
+      if (k + kAhead < end) ahead(b.rows[k + kAhead]);
+      fn(b.rows[k], b.values.data() + k * width);
+    }
     return;
   }
   std::vector<std::size_t> at(blocks_.size());
@@ -159,6 +171,8 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<flo
       }
     }
     if (row >= hi) return;
+    for (std::size_t j = 0; j < blocks_.size(); ++j)
+      if (at[j] + kAhead < blocks_[j].rows.size() && blocks_[j].rows[at[j]] == row) ahead(blocks_[j].rows[at[j] + kAhead]);
     if (count == 1) {
       fn(row, blocks_[only].values.data() + at[only] * width);
       ++at[only];
@@ -177,8 +191,8 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, std::vector<flo
   }
 }
 
-template <class Fn>
-void Grad::for_each_row(Fn&& fn) {
+template <class Fn, class Ahead>
+void Grad::for_each_row(Fn&& fn, Ahead&& ahead) {
   if (layout_ != Layout::Sparse || blocks_.empty()) return;
   sort_blocks();
   // Split the row space at quantiles of the largest block, so chunks get similar work.
@@ -197,7 +211,7 @@ void Grad::for_each_row(Fn&& fn) {
     const std::int64_t lo = b == 0 ? 0 : largest->rows[b];
     const std::int64_t hi = e == n ? end : largest->rows[e];
     std::vector<float> scratch;
-    visit_range(lo, hi, fn, scratch);
+    visit_range(lo, hi, fn, ahead, scratch);
   });
 }
 

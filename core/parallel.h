@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 
 namespace hitch {
@@ -26,5 +27,35 @@ int get_num_threads();
 // The caller runs the first chunk; returns when all are done; rethrows the first exception.
 // fn must not depend on where the chunk boundaries fall.
 void parallel_for(std::size_t n, std::size_t min_chunk, const std::function<void(std::size_t, std::size_t)>& fn);
+
+// Prefetches the width floats of row `row` of a row-major array (a read hint: baseline x86-64
+// has no prefetchw): random rows of a big table are the hot loads of every embedding kernel and
+// sparse optimizer walk. Caution: GCC deletes a call to a function that does nothing but
+// prefetch (it deduces the function is const and its result unused), so a callback made of
+// prefetches must be inlined (HITCH_ALWAYS_INLINE on the lambda).
+// Every 64-byte line the row overlaps is requested: rows need not start on a line (a
+// std::vector's data does not), and a missed last line would cost a full memory latency.
+inline void prefetch_row(const float* array, std::int64_t row, std::size_t width) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(array + static_cast<std::size_t>(row) * width);
+  const std::uintptr_t end = begin + width * sizeof(float);
+  for (std::uintptr_t line = begin & ~std::uintptr_t{63}; line < end; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line));
+}
+// Compiles a kernel for AVX2 and for baseline x86-64 and picks one at load time (GCC and clang
+// target_clones; off under sanitizers). For loops bound by arithmetic throughput (sqrt,
+// division, in-cache sums). IEEE add, multiply, divide and sqrt round the same at any vector
+// width and nothing is contracted into FMA, so results are bitwise the same either way.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) && \
+    !defined(__clang__)  // TSan: an ifunc resolver runs before its runtime starts and crashes
+#define HITCH_TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HITCH_TARGET_CLONES
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HITCH_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define HITCH_ALWAYS_INLINE
+#endif
 
 }  // namespace hitch

@@ -130,7 +130,7 @@ std::vector<std::int64_t> bounds_from_offsets(const IndexTensor& offsets, std::i
 // Bags are split over threads (contiguous chunks of bags, each bag reduced by one thread in
 // position order, so any thread count gives the same bits); rows are prefetched kAhead
 // positions ahead.
-constexpr std::size_t kAhead = 8;
+constexpr std::size_t kAhead = 16;
 
 template <class BagFn>
 void for_each_bag_chunk(const BagSaved& s, BagFn&& fn) {
@@ -140,47 +140,85 @@ void for_each_bag_chunk(const BagSaved& s, BagFn&& fn) {
   parallel_for(num_bags, detail::min_chunk_for(per_bag), fn);
 }
 
-// sum / mean / sqrtn. out is zero-filled [B, D]; denom[b] gets the bag's divisor (1 for sum),
-// or 0 when the bag has no gradient (no non-padding entry, or a zero divisor).
-void weighted_bags_forward(const BagSaved& s, const float* w, const float* psw, float* out, std::vector<double>& denom) {
-  const auto width = static_cast<std::size_t>(s.dim);
-  denom.assign(s.bounds.size() - 1, 0.0);
+// Runs kernel.template operator()<W>() with W = the row width when it is one of the common
+// widths (the row loops then have a constant trip count: fully unrolled, no per-row loop
+// overhead), W = 0 otherwise (the kernel reads the width at run time).
+template <class Kernel>
+void with_width(std::int64_t width, Kernel&& kernel) {
+  switch (width) {
+    case 16: kernel.template operator()<16>(); return;
+    case 32: kernel.template operator()<32>(); return;
+    case 64: kernel.template operator()<64>(); return;
+    case 128: kernel.template operator()<128>(); return;
+    default: kernel.template operator()<0>();
+  }
+}
+
+// sum / mean / sqrtn over bags [b0, b1). out is zero-filled [B, D]; denom[b] gets the bag's
+// divisor (1 for sum), or 0 when the bag has no gradient (no non-padding entry, or a zero
+// divisor). With a constant width W the bag's sum lives in a local array (registers), not in
+// out: the same additions in the same order, without a load and store of out per row.
+template <std::size_t W>
+[[gnu::always_inline]] inline void weighted_bags_chunk(const BagSaved& s, const float* w, const float* psw, float* out,
+                                                       double* denom, std::size_t b0, std::size_t b1) {
+  const std::size_t width = W != 0 ? W : static_cast<std::size_t>(s.dim);
   const std::int64_t* x = s.input.data();
-  for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
-    const auto end = static_cast<std::size_t>(s.bounds[b1]);  // prefetch no further than this chunk
-    for (std::size_t b = b0; b < b1; ++b) {
-      float* ob = out + b * width;
-      double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
-      std::int64_t n = 0;
-      for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-        if (i + kAhead < end) detail::prefetch_row(w + static_cast<std::size_t>(x[i + kAhead]) * width, width);
-        const std::int64_t r = x[i];
-        if (is_pad(s.pad, r)) continue;
-        const float* row = w + static_cast<std::size_t>(r) * width;
-        ++n;
-        if (psw) {
-          const float wi = psw[i];
-          acc += s.mode == BagMode::Sqrtn ? static_cast<double>(wi) * wi : static_cast<double>(wi);
-          for (std::size_t d = 0; d < width; ++d) ob[d] += wi * row[d];
-        } else {
-          acc += 1.0;
-          for (std::size_t d = 0; d < width; ++d) ob[d] += row[d];
-        }
+  const auto end = static_cast<std::size_t>(s.bounds[b1]);  // prefetch no further than this chunk
+  for (std::size_t b = b0; b < b1; ++b) {
+    float* ob = out + b * width;
+    float local[W != 0 ? W : 1] = {};
+    float* sum = W != 0 ? local : ob;
+    double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
+    std::int64_t n = 0;
+    for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
+      if (i + kAhead < end) prefetch_row(w, x[i + kAhead], width);
+      const std::int64_t r = x[i];
+      if (is_pad(s.pad, r)) continue;
+      const float* row = w + static_cast<std::size_t>(r) * width;
+      ++n;
+      if (psw) {
+        const float wi = psw[i];
+        acc += s.mode == BagMode::Sqrtn ? static_cast<double>(wi) * wi : static_cast<double>(wi);
+        for (std::size_t d = 0; d < width; ++d) sum[d] += wi * row[d];
+      } else {
+        acc += 1.0;
+        for (std::size_t d = 0; d < width; ++d) sum[d] += row[d];
       }
-      if (n == 0) continue;  // empty or all padding: zero row, no gradient
-      if (s.mode == BagMode::Sum) {
-        denom[b] = 1.0;
-        continue;
-      }
-      const double den = s.mode == BagMode::Mean ? acc : std::sqrt(acc);
-      if (den == 0.0) {  // weighted mean with Σ w = 0, or sqrtn with all weights 0: defined as 0
-        std::fill(ob, ob + width, 0.0f);
-        continue;
-      }
-      denom[b] = den;
-      const auto fden = static_cast<float>(den);
-      for (std::size_t d = 0; d < width; ++d) ob[d] /= fden;
     }
+    if (n == 0) continue;  // empty or all padding: zero row, no gradient
+    if (s.mode == BagMode::Sum) {
+      denom[b] = 1.0;
+      if (W != 0) std::copy_n(sum, width, ob);
+      continue;
+    }
+    const double den = s.mode == BagMode::Mean ? acc : std::sqrt(acc);
+    if (den == 0.0) {  // weighted mean with Σ w = 0, or sqrtn with all weights 0: defined as 0
+      std::fill(ob, ob + width, 0.0f);
+      continue;
+    }
+    denom[b] = den;
+    const auto fden = static_cast<float>(den);
+    for (std::size_t d = 0; d < width; ++d) ob[d] = sum[d] / fden;
+  }
+}
+
+// Compiled for AVX2 and baseline x86-64 (same bits: adds and divisions only, no FMA), so a table
+// that sits in cache is read at cache speed.
+HITCH_TARGET_CLONES void weighted_bags_chunk_any(const BagSaved& s, const float* w, const float* psw, float* out,
+                                                 double* denom, std::size_t b0, std::size_t b1) {
+  switch (s.dim) {
+    case 16: weighted_bags_chunk<16>(s, w, psw, out, denom, b0, b1); return;
+    case 32: weighted_bags_chunk<32>(s, w, psw, out, denom, b0, b1); return;
+    case 64: weighted_bags_chunk<64>(s, w, psw, out, denom, b0, b1); return;
+    case 128: weighted_bags_chunk<128>(s, w, psw, out, denom, b0, b1); return;
+    default: weighted_bags_chunk<0>(s, w, psw, out, denom, b0, b1);
+  }
+}
+
+void weighted_bags_forward(const BagSaved& s, const float* w, const float* psw, float* out, std::vector<double>& denom) {
+  denom.assign(s.bounds.size() - 1, 0.0);
+  for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
+    weighted_bags_chunk_any(s, w, psw, out, denom.data(), b0, b1);
   });
 }
 
@@ -190,9 +228,10 @@ void weighted_bags_forward(const BagSaved& s, const float* w, const float* psw, 
 // vectorises. argmax ([B, D], -1 for empty bags) is filled only when with_argmax (a backward
 // will need it), by a second pass over the bag's rows (in cache by then): the first position
 // whose value equals the max (or is NaN when the max is NaN) is the one that set it.
-void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax,
-                      bool with_argmax) {
-  const auto width = static_cast<std::size_t>(s.dim);
+template <std::size_t W>
+void max_bags_forward_w(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax,
+                        bool with_argmax) {
+  const std::size_t width = W != 0 ? W : static_cast<std::size_t>(s.dim);
   if (with_argmax) argmax.assign((s.bounds.size() - 1) * width, -1);
   const std::int64_t* x = s.input.data();
   for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
@@ -203,7 +242,7 @@ void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector
       const auto hi = static_cast<std::size_t>(s.bounds[b + 1]);
       bool first = true;
       for (std::size_t i = lo; i < hi; ++i) {
-        if (i + kAhead < end) detail::prefetch_row(w + static_cast<std::size_t>(x[i + kAhead]) * width, width);
+        if (i + kAhead < end) prefetch_row(w, x[i + kAhead], width);
         if (is_pad(s.pad, x[i])) continue;
         const float* row = w + static_cast<std::size_t>(x[i]) * width;
         if (first) {
@@ -228,6 +267,11 @@ void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector
       }
     }
   });
+}
+
+void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax,
+                      bool with_argmax) {
+  with_width(s.dim, [&]<std::size_t W>() { max_bags_forward_w<W>(s, w, out, argmax, with_argmax); });
 }
 
 // ---- backward --------------------------------------------------------------------------------

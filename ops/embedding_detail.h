@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/grad.h"
+#include "core/parallel.h"
 #include "core/tensor.h"
 
 namespace hitch::detail {
@@ -43,7 +44,6 @@ std::vector<std::int64_t> index_counts(std::span<const std::int64_t> indices);
 
 // ---- kernels (ops/embedding_kernels.cpp) -------------------------------------------------------
 
-void prefetch_row(const float* row, std::size_t width);
 // Items per parallel_for chunk so that a chunk moves at least ~32K floats.
 std::size_t min_chunk_for(std::size_t floats_per_item);
 

@@ -18,13 +18,9 @@ namespace hitch::detail {
 namespace {
 // How far ahead the gathers prefetch (positions), and the smallest chunk worth a thread
 // (floats moved).
-constexpr std::size_t kAhead = 8;
+constexpr std::size_t kAhead = 16;
 constexpr std::size_t kChunkFloats = std::size_t{1} << 15;
 }  // namespace
-
-void prefetch_row(const float* row, std::size_t width) {
-  for (std::size_t d = 0; d < width; d += 16) __builtin_prefetch(row + d);  // one 64-byte line per 16 floats
-}
 
 std::size_t min_chunk_for(std::size_t floats_per_item) {
   return std::max<std::size_t>(1, kChunkFloats / std::max<std::size_t>(1, floats_per_item));
@@ -33,7 +29,7 @@ std::size_t min_chunk_for(std::size_t floats_per_item) {
 void gather_rows(const float* w, std::span<const std::int64_t> idx, std::size_t width, float* out) {
   parallel_for(idx.size(), min_chunk_for(width), [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) {
-      if (i + kAhead < e) prefetch_row(w + static_cast<std::size_t>(idx[i + kAhead]) * width, width);
+      if (i + kAhead < e) prefetch_row(w, idx[i + kAhead], width);
       std::copy_n(w + static_cast<std::size_t>(idx[i]) * width, width, out + i * width);  // not memcpy: w is null for D = 0
     }
   });

@@ -27,8 +27,9 @@ void adagrad_dense_kernel(float* p, const float* g, float* sum, std::size_t n, c
   }
 }
 
-// One coalesced gradient row (no weight decay: refused for sparse gradients).
-void adagrad_sparse_kernel(float* p, const float* g, float* sum, std::size_t n, const AdagradScalars& s) {
+// One coalesced gradient row (no weight decay: refused for sparse gradients). Compiled for AVX2
+// and baseline (same bits, see optimizer.h).
+HITCH_TARGET_CLONES void adagrad_sparse_kernel(float* p, const float* g, float* sum, std::size_t n, const AdagradScalars& s) {
   for (std::size_t i = 0; i < n; ++i) {
     const float gi = g[i] * s.sign;
     sum[i] = sum[i] + gi * gi;
@@ -92,10 +93,15 @@ void Adagrad::update() {
       if (grad->is_sparse()) {
         // The fused walk: each distinct row summed (duplicates before squaring) and updated once.
         const auto width = static_cast<std::size_t>(grad->row_width());
-        grad->for_each_row([&](std::int64_t row, const float* g) {
-          const std::size_t at = static_cast<std::size_t>(row) * width;
-          adagrad_sparse_kernel(data + at, g, sum + at, width, s);
-        });
+        grad->for_each_row(
+            [&](std::int64_t row, const float* g) {
+              const std::size_t at = static_cast<std::size_t>(row) * width;
+              adagrad_sparse_kernel(data + at, g, sum + at, width, s);
+            },
+            [&](std::int64_t row) HITCH_ALWAYS_INLINE {
+              prefetch_row(data, row, width);
+              prefetch_row(sum, row, width);
+            });
       } else {
         for_each_dense_run(
             *grad, static_cast<std::size_t>(p.numel()),

@@ -25,7 +25,7 @@ struct AdamScalars {
 // from a sparse gradient, walked as if dense). The options are template parameters so that the
 // loop has no branch and vectorises (the build passes -fno-math-errno, so sqrt is one instruction).
 template <bool kZeroGrad, bool kDecoupled, bool kL2, bool kAmsgrad>
-void adam_kernel(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n, const AdamScalars& s) {
+[[gnu::always_inline]] inline void adam_kernel(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n, const AdamScalars& s) {
   for (std::size_t i = 0; i < n; ++i) {
     float pi = p[i];
     if (kDecoupled) pi = pi * s.decay_factor;  // AdamW: decay the pre-update value first
@@ -48,20 +48,32 @@ void adam_kernel(float* p, const float* g, float* m, float* v, float* vmax, std:
 }
 
 template <bool kZeroGrad>
+[[gnu::always_inline]] inline void adam_options(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n,
+                                                const AdamScalars& s) {
+  if (s.amsgrad) {
+    if (s.decoupled) adam_kernel<kZeroGrad, true, false, true>(p, g, m, v, vmax, n, s);
+    else if (s.l2) adam_kernel<kZeroGrad, false, true, true>(p, g, m, v, vmax, n, s);
+    else adam_kernel<kZeroGrad, false, false, true>(p, g, m, v, vmax, n, s);
+  } else {
+    if (s.decoupled) adam_kernel<kZeroGrad, true, false, false>(p, g, m, v, vmax, n, s);
+    else if (s.l2) adam_kernel<kZeroGrad, false, true, false>(p, g, m, v, vmax, n, s);
+    else adam_kernel<kZeroGrad, false, false, false>(p, g, m, v, vmax, n, s);
+  }
+}
+
+// The loop is bound by the divider (one sqrt, two divisions per element), so it is compiled
+// twice: for AVX2 (8 floats per instruction) and for baseline x86-64, chosen at load time.
+// IEEE sqrt and division give the same bits either way (no FMA: nothing is contracted).
+HITCH_TARGET_CLONES void adam_chunk(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n,
+                                    const AdamScalars& s) {
+  if (g == nullptr) adam_options<true>(p, g, m, v, vmax, n, s);
+  else adam_options<false>(p, g, m, v, vmax, n, s);
+}
+
+template <bool kZeroGrad>
 void adam_dispatch(float* p, const float* g, float* m, float* v, float* vmax, std::size_t n, const AdamScalars& s) {
   parallel_elements(n, [&](std::size_t b, std::size_t e) {
-    float* vm = vmax ? vmax + b : nullptr;
-    const float* gb = kZeroGrad ? nullptr : g + b;
-    const std::size_t k = e - b;
-    if (s.amsgrad) {
-      if (s.decoupled) adam_kernel<kZeroGrad, true, false, true>(p + b, gb, m + b, v + b, vm, k, s);
-      else if (s.l2) adam_kernel<kZeroGrad, false, true, true>(p + b, gb, m + b, v + b, vm, k, s);
-      else adam_kernel<kZeroGrad, false, false, true>(p + b, gb, m + b, v + b, vm, k, s);
-    } else {
-      if (s.decoupled) adam_kernel<kZeroGrad, true, false, false>(p + b, gb, m + b, v + b, vm, k, s);
-      else if (s.l2) adam_kernel<kZeroGrad, false, true, false>(p + b, gb, m + b, v + b, vm, k, s);
-      else adam_kernel<kZeroGrad, false, false, false>(p + b, gb, m + b, v + b, vm, k, s);
-    }
+    adam_chunk(p + b, kZeroGrad ? nullptr : g + b, m + b, v + b, vmax ? vmax + b : nullptr, e - b, s);
   });
 }
 

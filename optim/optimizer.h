@@ -22,7 +22,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
 #include <map>
 #include <span>
 #include <string>
@@ -294,15 +293,6 @@ void for_each_dense_run(Grad& grad, std::size_t numel, DenseRun&& dense, ZeroRun
 template <class Fn>
 void parallel_elements(std::size_t n, Fn&& fn) {
   parallel_for(n, std::size_t{1} << 15, fn);
-}
-
-// Prefetches row `row` (width floats) of each of the given arrays: the ahead() of
-// Grad::for_each_row, so the random parameter/state rows are in cache when the update runs.
-inline void prefetch_rows(std::int64_t row, std::size_t width, std::initializer_list<const float*> arrays) {
-  for (const float* a : arrays) {
-    const float* r = a + static_cast<std::size_t>(row) * width;
-    for (std::size_t d = 0; d < width; d += 16) __builtin_prefetch(r + d, 1);
-  }
 }
 
 // Rows of p as a parameter [rows, width]: shape[0] rows (1 for a 0-d Parameter).

@@ -86,9 +86,11 @@ void SGD::update() {
           // Only the rows present in the gradient move (weight decay is refused for sparse): the
           // fused walk, each distinct row summed on the fly and updated once.
           const auto width = static_cast<std::size_t>(grad->row_width());
-          grad->for_each_row([&](std::int64_t row, const float* g) {
-            sgd_kernel<false>(data + static_cast<std::size_t>(row) * width, g, nullptr, false, width, s);
-          });
+          grad->for_each_row(
+              [&](std::int64_t row, const float* g) {
+                sgd_kernel<false>(data + static_cast<std::size_t>(row) * width, g, nullptr, false, width, s);
+              },
+              [&](std::int64_t row) HITCH_ALWAYS_INLINE { prefetch_row(data, row, width); });
         } else {
           for_each_dense_run(
               *grad, numel,

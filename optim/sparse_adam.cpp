@@ -15,7 +15,9 @@ struct SparseAdamScalars {
   float sign, one_minus_beta1, one_minus_beta2, eps, neg_step;
 };
 
-void sparse_adam_kernel(float* p, const float* g, float* m, float* v, std::size_t n, const SparseAdamScalars& s) {
+// Bound by sqrt/division throughput: compiled for AVX2 and baseline (same bits, see optimizer.h).
+HITCH_TARGET_CLONES void sparse_adam_kernel(float* p, const float* g, float* m, float* v, std::size_t n,
+                                            const SparseAdamScalars& s) {
   for (std::size_t i = 0; i < n; ++i) {
     const float gi = g[i] * s.sign;
     const float m_old = m[i];
@@ -96,10 +98,16 @@ void SparseAdam::update() {
       float* m = st.exp_avg.data();
       float* v = st.exp_avg_sq.data();
       // The fused walk: each distinct row summed on the fly (no coalesced copy) and updated once.
-      grad->for_each_row([&](std::int64_t row, const float* g) {
-        const std::size_t at = static_cast<std::size_t>(row) * width;
-        sparse_adam_kernel(data + at, g, m + at, v + at, width, s);
-      });
+      grad->for_each_row(
+          [&](std::int64_t row, const float* g) {
+            const std::size_t at = static_cast<std::size_t>(row) * width;
+            sparse_adam_kernel(data + at, g, m + at, v + at, width, s);
+          },
+          [&](std::int64_t row) HITCH_ALWAYS_INLINE {
+              prefetch_row(data, row, width);
+              prefetch_row(m, row, width);
+              prefetch_row(v, row, width);
+            });
       p.bump_version();
     }
   }

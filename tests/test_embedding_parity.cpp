@@ -44,23 +44,26 @@ EmbeddingBagOptions bag_options(const parity::Case& c) {
           .include_last_offset = c.attr_int("include_last_offset").value_or(0) != 0};
 }
 
-Result run_embedding(const parity::Case& c) {
+// sparse = true: the same case with a row-sparse gradient (densified for the comparison).
+Result run_embedding(const parity::Case& c, bool sparse = false) {
   const Tensor w = fresh_leaf(c.f("weight"));
   const EmbeddingOptions options{.padding_idx = c.attr_int("padding_idx"),
                                  .max_norm = opt_float(c, "max_norm"),
                                  .norm_type = opt_float(c, "norm_type").value_or(2.0f),
-                                 .scale_grad_by_freq = c.attr_int("scale_grad_by_freq").value_or(0) != 0};
+                                 .scale_grad_by_freq = c.attr_int("scale_grad_by_freq").value_or(0) != 0,
+                                 .sparse = sparse};
   const Tensor out = embedding(c.i("indices"), w, options);
   const Tensor after = w.clone();
   backward(out, c.f("grad_output"));
   return {out, w.grad(), {}, after};
 }
 
-Result run_bag(const parity::Case& c) {
+Result run_bag(const parity::Case& c, bool sparse = false) {
   const Tensor w = fresh_leaf(c.f("weight"));
   const Tensor psw = c.has("per_sample_weights") ? fresh_leaf(c.f("per_sample_weights")) : Tensor();
   const IndexTensor& input = c.i("input");
-  const EmbeddingBagOptions options = bag_options(c);
+  EmbeddingBagOptions options = bag_options(c);
+  options.sparse = sparse;
   const Tensor out = input.dim() == 2 ? embedding_bag(input, w, options, psw)
                                       : embedding_bag(input, c.i("offsets"), w, options, psw);
   const Tensor after = w.clone();
@@ -193,4 +196,24 @@ TEST_CASE("embedding_bag parity: the intended-rule reference agrees with PyTorch
     ++checked;
   }
   CHECK(checked > 0);
+}
+
+// The same fixtures with sparse = true wherever PyTorch allows it (not with scale_grad_by_freq,
+// not with mode max): the row-sparse gradient, densified, must match just as the dense one does.
+TEST_CASE("embedding parity with sparse gradients: every case that allows sparse matches") {
+  int checked = 0;
+  for (const auto& c : parity::load_kind("embedding")) {
+    if (c.attr_int("scale_grad_by_freq").value_or(0) != 0) continue;
+    INFO("case ", c.name, " (", c.file, ") sparse");
+    compare(c, run_embedding(c, true), expected(c));
+    ++checked;
+  }
+  for (const auto& c : parity::load_kind("embedding_bag")) {
+    if (c.attr_int("scale_grad_by_freq").value_or(0) != 0 || c.attr("mode") == "max") continue;
+    INFO("case ", c.name, " (", c.file, ") sparse");
+    compare(c, run_bag(c, true), encodes_torch_bug(c) ? intended_bag(c) : expected(c));
+    ++checked;
+  }
+  MESSAGE("sparse parity: ", checked, " cases");
+  CHECK(checked >= 30);
 }

@@ -1,0 +1,361 @@
+// hitch/examples/bench_embedding.cpp: tied Embedding + EmbeddingBag training speed, hitch next to
+// PyTorch (scripts/bench_pytorch.py, the same workloads) in one run, at 1 and 2 threads.
+//
+// Workloads (docs/performance.md): uniform random indices, batches generated before timing.
+// "tied": an Embedding on B single indices and an EmbeddingBag on B bags of L indices from one
+// table, loss = mean_b (<e_b, bag_b>)^2; "bag": the bag alone against a fixed tensor u,
+// loss = mean_b (<u_b, bag_b>)^2. A step is zero_grad, forward, backward, optimizer step.
+// Prints the median time per step, GB/s of rows touched (lookups x D x 4 bytes / time), the
+// peak resident memory growth relative to table + optimizer state, a STREAM-style bandwidth
+// probe, and the PyTorch/hitch ratio table. Each measurement runs in a forked child, so the
+// memory numbers and the thread pools of different runs do not mix.
+//
+//   bench_embedding                      full run (needs /usr/bin/python3 with torch for the ratios)
+//   bench_embedding --smoke --no-torch   tiny sizes, two steps each: what CI runs
+// Left out on purpose: GPUs, other index distributions, statistics beyond the median.
+#include <malloc.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "hitch.h"
+
+using namespace hitch;
+
+namespace {
+
+struct Size {
+  std::int64_t n, d, b, l;
+};
+struct Workload {
+  std::string name;  // shared with scripts/bench_pytorch.py
+  char size;         // 'A', 'B', 'C'
+  bool forward_only;
+  BagMode mode;
+  bool tied, sparse;
+  std::string optimizer;  // "sgd", "sparse_adam", "adam"
+  double target = 0.0;    // PyTorch/hitch ratio asked for (0: none)
+  double target_2t = 0.0;  // at 2 threads, when it differs
+};
+
+std::vector<Workload> workloads() {
+  std::vector<Workload> w = {
+      {"A/adam-dense-tied", 'A', false, BagMode::Mean, true, false, "adam", 10},
+      {"B/fwd-sum", 'B', true, BagMode::Sum, false, false, "", 1.0},
+      {"B/fwd-mean", 'B', true, BagMode::Mean, false, false, ""},
+      {"B/fwd-max", 'B', true, BagMode::Max, false, false, "", 5},
+  };
+  for (const char* kind : {"tied", "bag"}) {
+    const bool tied = std::string(kind) == "tied";
+    w.push_back({fmt::format("B/sgd-sparse-{}", kind), 'B', false, BagMode::Sum, tied, true, "sgd", 4});
+    w.push_back({fmt::format("B/sparseadam-{}", kind), 'B', false, BagMode::Sum, tied, true, "sparse_adam", 5});
+    w.push_back({fmt::format("B/adam-dense-{}", kind), 'B', false, BagMode::Sum, tied, false, "adam", 4});
+  }
+  w.push_back({"C/fwd-sum", 'C', true, BagMode::Sum, false, false, ""});
+  w.push_back({"C/sgd-sparse-tied", 'C', false, BagMode::Sum, true, true, "sgd", 3, 5});
+  w.push_back({"C/sparseadam-tied", 'C', false, BagMode::Sum, true, true, "sparse_adam", 5});
+  return w;
+}
+
+Size size_of(char s, bool smoke) {
+  if (smoke) return s == 'A' ? Size{100, 8, 4, 3} : s == 'B' ? Size{1000, 16, 32, 5} : Size{5000, 16, 64, 6};
+  return s == 'A' ? Size{1000, 32, 64, 8} : s == 'B' ? Size{100000, 64, 1024, 20} : Size{2000000, 64, 4096, 40};
+}
+
+struct Measured {
+  double median_s = 0.0;
+  double mem_ratio = 0.0;  // peak RSS growth / (table + state); 0 for forward-only
+};
+
+double status_kb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(std::string(key).size()));
+  return 0.0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+Measured run_workload(const Workload& w, const Size& s, int max_steps, double min_seconds) {
+  const double base_kb = status_kb("VmRSS:");
+  Generator gen(1);
+  Parameter table("table", Tensor::uniform({s.n, s.d}, -0.05f, 0.05f, gen));
+  // The peak is taken over training only: building the table above briefly holds two copies.
+  std::ofstream("/proc/self/clear_refs") << "5";  // reset the peak-RSS counter
+  constexpr int kBatches = 4;
+  std::vector<IndexTensor> singles, bags;
+  for (int k = 0; k < kBatches; ++k) {
+    std::vector<std::int64_t> x(static_cast<std::size_t>(s.b)), y(static_cast<std::size_t>(s.b * s.l));
+    for (auto& v : x) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
+    for (auto& v : y) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
+    singles.emplace_back(Shape{s.b}, std::move(x));
+    bags.emplace_back(Shape{s.b, s.l}, std::move(y));
+  }
+  const Tensor u = Tensor::uniform({s.b, s.d}, -1.0f, 1.0f, gen);
+  nn::Embedding emb(table, {.sparse = w.sparse});
+  nn::EmbeddingBag bag(table, {.mode = w.mode, .sparse = w.sparse});
+  std::unique_ptr<optim::Optimizer> opt;
+  if (w.optimizer == "sgd") opt = std::make_unique<optim::SGD>(std::vector<Parameter>{table}, optim::SGDOptions{.lr = 0.01});
+  if (w.optimizer == "sparse_adam")
+    opt = std::make_unique<optim::SparseAdam>(std::vector<Parameter>{table}, optim::SparseAdamOptions{.lr = 0.001});
+  if (w.optimizer == "adam") opt = std::make_unique<optim::Adam>(std::vector<Parameter>{table}, optim::AdamOptions{.lr = 0.001});
+
+  float keep = 0.0f;  // so the forward-only loop is not optimised away
+  auto step = [&](int k) {
+    const auto i = static_cast<std::size_t>(k % kBatches);
+    if (w.forward_only) {
+      NoGradGuard no_grad;
+      keep += bag(bags[i]).data()[0];
+      return;
+    }
+    opt->zero_grad();
+    const Tensor b = bag(bags[i]);
+    const Tensor e = w.tied ? emb(singles[i]) : u;
+    backward(mean(square(sum(mul(e, b), 1))));
+    opt->step();
+  };
+  for (int k = 0; k < 2; ++k) step(k);  // warm-up: optimizer state, buffers, caches
+  std::vector<double> times;
+  const auto start = std::chrono::steady_clock::now();
+  for (int k = 0; k < max_steps; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step(k);
+    const auto t1 = std::chrono::steady_clock::now();
+    times.push_back(std::chrono::duration<double>(t1 - t0).count());
+    if (k >= 4 && std::chrono::duration<double>(t1 - start).count() > min_seconds) break;
+  }
+  if (keep == 12345.0f) std::puts("");
+  Measured m{median(times), 0.0};
+  if (!w.forward_only) {
+    const double table_bytes = static_cast<double>(s.n * s.d) * 4.0;
+    const double state_bytes = w.optimizer == "sgd" ? 0.0 : 2.0 * table_bytes;
+    m.mem_ratio = (status_kb("VmHWM:") - base_kb) * 1024.0 / (table_bytes + state_bytes);
+  }
+  return m;
+}
+
+// STREAM-style probe on `threads` threads: read (sum of a 256 MB array, what a gather does) and
+// triad (a = b + s c). GB/s counts the bytes the loop reads and writes once each.
+std::pair<double, double> bandwidth_probe() {
+  const std::size_t n = std::size_t{64} << 20;  // 64 Mi floats = 256 MB per array
+  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.5f);
+  std::vector<double> read_t, triad_t;
+  std::vector<float> partial(64 * 16, 0.0f);
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_for(n / 1024, 64, [&](std::size_t lo, std::size_t hi) {
+      float acc[16] = {};
+      for (std::size_t i = lo * 1024; i < hi * 1024; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) acc[j] += b[i + j];
+      float* out = partial.data() + (lo * 64 / (n / 1024)) * 16;
+      for (std::size_t j = 0; j < 16; ++j) out[j] += acc[j];
+    });
+    auto t1 = std::chrono::steady_clock::now();
+    parallel_for(n, 1 << 16, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) a[i] = b[i] + 0.5f * c[i];
+    });
+    auto t2 = std::chrono::steady_clock::now();
+    read_t.push_back(std::chrono::duration<double>(t1 - t0).count());
+    triad_t.push_back(std::chrono::duration<double>(t2 - t1).count());
+  }
+  if (partial[0] + a[1] == 0.125f) std::puts("");
+  const double bytes = static_cast<double>(n) * 4.0;
+  return {bytes / median(read_t) / 1e9, 3.0 * bytes / median(triad_t) / 1e9};
+}
+
+// Runs fn in a forked child and returns the doubles it reports (fn's vector), or throws.
+template <class Fn>
+std::vector<double> in_child(Fn&& fn) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    std::string out;
+    try {
+      for (double v : fn()) out += fmt::format("{} ", v);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_embedding: %s\n", e.what());
+      _exit(1);
+    }
+    if (write(fds[1], out.data(), out.size()) < 0) _exit(1);
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[256];
+  for (ssize_t got; (got = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(got));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("a benchmark child failed");
+  std::vector<double> values;
+  std::istringstream in(text);
+  for (double v; in >> v;) values.push_back(v);
+  return values;
+}
+
+// name -> median seconds, from "RESULT <name> <seconds>" lines of the PyTorch script.
+std::map<std::string, double> run_torch(const std::string& python, const std::string& script, int threads,
+                                        bool smoke, const std::vector<std::string>& names) {
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ",") + n;
+  const std::string cmd = fmt::format("{} {} --threads {} --workloads {}{}", python, script, threads, list,
+                                      smoke ? " --smoke" : "");
+  std::map<std::string, double> out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char line[512];
+  while (std::fgets(line, sizeof line, p) != nullptr) {
+    std::istringstream in(line);
+    std::string tag, name;
+    double seconds = 0.0;
+    if (in >> tag >> name >> seconds && tag == "RESULT") out[name] = seconds;
+  }
+  if (pclose(p) != 0) std::fprintf(stderr, "bench_embedding: the PyTorch script failed: %s\n", cmd.c_str());
+  return out;
+}
+
+double lookups(const Workload& w, const Size& s) { return static_cast<double>(s.b * s.l + (w.tied ? s.b : 0)); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hitch vs PyTorch: tied Embedding + EmbeddingBag training speed"};
+  bool smoke = false, no_torch = false, no_probe = false, malloc_tuned = false;
+  std::vector<int> thread_counts = {1, 2};
+  std::string only, python = "/usr/bin/python3", script = "scripts/bench_pytorch.py";
+  double min_seconds = 1.0;
+  int max_steps = 200;
+  app.add_flag("--smoke", smoke, "tiny sizes, two timed steps each (CI)");
+  app.add_flag("--no-torch", no_torch, "skip the PyTorch runs");
+  app.add_flag("--no-probe", no_probe, "skip the bandwidth probe");
+  app.add_flag("--malloc-tuned", malloc_tuned,
+               "both programs keep freed memory (glibc mmap threshold 32 MB, trim threshold 512 MB)");
+  app.add_option("--threads", thread_counts, "thread counts to run")->expected(1, 8);
+  app.add_option("--only", only, "run only workloads whose name contains this");
+  app.add_option("--python", python, "interpreter with torch");
+  app.add_option("--script", script, "path of scripts/bench_pytorch.py");
+  app.add_option("--min-seconds", min_seconds, "time each workload at least this long (after 5 steps)");
+  app.add_option("--max-steps", max_steps, "at most this many timed steps per workload");
+  CLI11_PARSE(app, argc, argv);
+  if (malloc_tuned) {
+    // Same-size tensors of 128 KB .. 32 MB are otherwise a fresh mmap (and page faults) every
+    // step. Applied to this process (mallopt) and to the PyTorch one (environment) alike.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    setenv("MALLOC_MMAP_THRESHOLD_", "33554432", 1);
+    setenv("MALLOC_TRIM_THRESHOLD_", "536870912", 1);
+  }
+  if (smoke) {
+    max_steps = 2;
+    min_seconds = 0.0;
+  }
+  std::vector<Workload> list;
+  for (const auto& w : workloads())
+    if (only.empty() || w.name.find(only) != std::string::npos) list.push_back(w);
+  std::vector<std::string> names;
+  for (const auto& w : list) names.push_back(w.name);
+
+  // results[threads][name]
+  std::map<int, std::map<std::string, Measured>> hitch_res;
+  std::map<int, std::map<std::string, double>> torch_res;
+  std::map<int, std::pair<double, double>> bw;
+  for (const int t : thread_counts) {
+    fmt::print("== {} thread{} ==\n", t, t == 1 ? "" : "s");
+    if (!smoke && !no_probe) {
+      const auto v = in_child([&] {
+        set_num_threads(t);
+        const auto [r, tr] = bandwidth_probe();
+        return std::vector<double>{r, tr};
+      });
+      bw[t] = {v.at(0), v.at(1)};
+      fmt::print("bandwidth probe: read {:.1f} GB/s, triad {:.1f} GB/s\n", v.at(0), v.at(1));
+    }
+    fmt::print("{:<20} {:>10} {:>8} {:>6}\n", "workload", "hitch ms", "GB/s", "mem");
+    for (const auto& w : list) {
+      const Size s = size_of(w.size, smoke);
+      const auto v = in_child([&] {
+        set_num_threads(t);
+        const Measured m = run_workload(w, s, max_steps, min_seconds);
+        return std::vector<double>{m.median_s, m.mem_ratio};
+      });
+      hitch_res[t][w.name] = {v.at(0), v.at(1)};
+      const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / v.at(0) / 1e9;
+      fmt::print("{:<20} {:>10.3f} {:>8.2f} {:>6}\n", w.name, v.at(0) * 1e3, gbs,
+                 w.forward_only ? std::string("-") : fmt::format("{:.2f}", v.at(1)));
+      std::fflush(stdout);
+    }
+    if (!no_torch) torch_res[t] = run_torch(python, script, t, smoke, names);
+  }
+
+  if (!no_torch) {
+    fmt::print("\n== PyTorch / hitch (median time per step; ratio > 1: hitch faster) ==\n");
+    fmt::print("{:<20}", "workload");
+    for (const int t : thread_counts) fmt::print(" | {:>9} {:>9} {:>6}", fmt::format("torch {}t", t), fmt::format("hitch {}t", t), "ratio");
+    fmt::print(" | target\n");
+    for (const auto& w : list) {
+      fmt::print("{:<20}", w.name);
+      std::string verdict;
+      for (const int t : thread_counts) {
+        const double h = hitch_res[t][w.name].median_s;
+        const auto it = torch_res[t].find(w.name);
+        if (it == torch_res[t].end()) {
+          fmt::print(" | {:>9} {:>9.3f} {:>6}", "n/a", h * 1e3, "-");
+          continue;
+        }
+        const double ratio = it->second / h;
+        fmt::print(" | {:>9.3f} {:>9.3f} {:>6.2f}", it->second * 1e3, h * 1e3, ratio);
+        const double target = t >= 2 && w.target_2t > 0 ? w.target_2t : w.target;
+        if (target > 0) verdict += fmt::format("{}{}t >= {}: {}", verdict.empty() ? "" : ", ", t, target, ratio >= target ? "met" : "MISSED");
+      }
+      fmt::print(" | {}\n", verdict.empty() ? "-" : verdict);
+    }
+  }
+  fmt::print("\n== checks ==\n");
+  for (const int t : thread_counts)
+    for (const char* opt : {"sgd-sparse", "sparseadam", "adam-dense"}) {
+      const auto tied = hitch_res[t].find(fmt::format("B/{}-tied", opt));
+      const auto bag = hitch_res[t].find(fmt::format("B/{}-bag", opt));
+      if (tied == hitch_res[t].end() || bag == hitch_res[t].end()) continue;
+      const double r = tied->second.median_s / bag->second.median_s;
+      fmt::print("{}t B/{}: tied / bag-only = {:.2f} (target <= 1.1: {})\n", t, opt, r, r <= 1.1 ? "met" : "MISSED");
+    }
+  if (hitch_res.count(1) && hitch_res.count(2))
+    for (const auto& w : list) {
+      const double r = hitch_res[2][w.name].median_s / hitch_res[1][w.name].median_s;
+      if (r > 1.0) fmt::print("2 threads slower than 1 on {}: {:.2f}x the 1-thread time\n", w.name, r);
+    }
+  for (const auto& [t, probe] : bw) {
+    const auto c = hitch_res[t].find("C/fwd-sum");
+    if (c == hitch_res[t].end()) continue;
+    const Workload w{"C/fwd-sum", 'C', true, BagMode::Sum, false, false, ""};
+    const Size s = size_of('C', smoke);
+    const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / c->second.median_s / 1e9;
+    fmt::print("{}t C forward: {:.2f} GB/s = {:.0f}% of the read probe ({:.1f} GB/s), {:.0f}% of triad ({:.1f} GB/s)\n",
+               t, gbs, 100.0 * gbs / probe.first, probe.first, 100.0 * gbs / probe.second, probe.second);
+  }
+  for (const auto& [t, res] : hitch_res)
+    for (const auto& [name, m] : res)
+      if (name.rfind("C/", 0) == 0 && m.mem_ratio > 0)
+        fmt::print("{}t {}: peak memory growth = {:.3f} x (table + optimizer state) (target <= 1.1: {})\n", t, name,
+                   m.mem_ratio, m.mem_ratio <= 1.1 ? "met" : "MISSED");
+  return 0;
+}
