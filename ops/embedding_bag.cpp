@@ -60,7 +60,8 @@ struct BagSaved {
   std::optional<std::int64_t> pad;
   bool scale_grad_by_freq = false;
   bool sparse = false;
-  std::vector<std::int64_t> input;   // flattened
+  std::vector<std::int64_t> input;   // flattened; copied only when a backward is recorded
+  const std::int64_t* forward_input = nullptr;  // the caller's indices, read by the forward only
   std::vector<std::int64_t> bounds;  // B+1
   std::vector<float> psw;            // flattened copy; empty when no per_sample_weights
   Shape psw_shape;
@@ -136,7 +137,8 @@ template <class BagFn>
 void for_each_bag_chunk(const BagSaved& s, BagFn&& fn) {
   const std::size_t num_bags = s.bounds.size() - 1;
   const auto width = static_cast<std::size_t>(s.dim);
-  const std::size_t per_bag = width * std::max<std::size_t>(1, s.input.size() / std::max<std::size_t>(1, num_bags));
+  const auto positions = static_cast<std::size_t>(s.bounds.back());
+  const std::size_t per_bag = width * std::max<std::size_t>(1, positions / std::max<std::size_t>(1, num_bags));
   parallel_for(num_bags, detail::min_chunk_for(per_bag), fn);
 }
 
@@ -162,7 +164,7 @@ template <std::size_t W>
 [[gnu::always_inline]] inline void weighted_bags_chunk(const BagSaved& s, const float* w, const float* psw, float* out,
                                                        double* denom, std::size_t b0, std::size_t b1) {
   const std::size_t width = W != 0 ? W : static_cast<std::size_t>(s.dim);
-  const std::int64_t* x = s.input.data();
+  const std::int64_t* x = s.forward_input;
   const auto end = static_cast<std::size_t>(s.bounds[b1]);  // prefetch no further than this chunk
   for (std::size_t b = b0; b < b1; ++b) {
     float* ob = out + b * width;
@@ -233,7 +235,7 @@ void max_bags_forward_w(const BagSaved& s, const float* w, float* out, std::vect
                         bool with_argmax) {
   const std::size_t width = W != 0 ? W : static_cast<std::size_t>(s.dim);
   if (with_argmax) argmax.assign((s.bounds.size() - 1) * width, -1);
-  const std::int64_t* x = s.input.data();
+  const std::int64_t* x = s.forward_input;
   for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
     const auto end = static_cast<std::size_t>(s.bounds[b1]);
     for (std::size_t b = b0; b < b1; ++b) {
@@ -391,7 +393,7 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
   s.pad = pad;
   s.scale_grad_by_freq = o.scale_grad_by_freq;
   s.sparse = o.sparse;
-  s.input.assign(input.values().begin(), input.values().end());
+  s.forward_input = input.data();
   s.bounds = std::move(bounds);
   const auto num_bags = static_cast<std::int64_t>(s.bounds.size()) - 1;
   Tensor out = Tensor::zeros({num_bags, s.dim});
@@ -401,7 +403,9 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
     weighted_bags_forward(s, weight.data(), psw.defined() ? psw.data() : nullptr, out.data(), s.denom);
   }
 
-  if (!will_record({weight, psw})) return out;
+  if (!will_record({weight, psw})) return out;  // a forward-only call never copies the indices
+  s.input.assign(input.values().begin(), input.values().end());
+  s.forward_input = nullptr;  // the caller's indices may be gone by the time backward runs
   if (psw.defined()) {
     s.psw = psw.to_vector();
     s.psw_shape = psw.shape();
