@@ -16,22 +16,38 @@ std::vector<RowBlock> pool;
 
 RowBlock make_row_block(std::size_t rows, std::size_t width) {
   RowBlock block;
+  std::vector<RowBlock> too_small;  // freed after the lock is released
+  const std::size_t need = rows * width;
   {
     std::lock_guard lock(pool_mutex);
-    // The smallest pooled block that fits, else the largest (it grows).
+    // The smallest pooled block that fits and is at most 4x too big (a small request must not
+    // take the big buffer that the next, big request needs: that would double the memory).
     std::size_t pick = pool.size();
     for (std::size_t i = 0; i < pool.size(); ++i) {
-      const bool fits = pool[i].values.capacity() >= rows * width && pool[i].rows.capacity() >= rows;
-      if (fits && (pick == pool.size() || pool[i].values.capacity() < pool[pick].values.capacity())) pick = i;
+      const std::size_t cap = pool[i].values.capacity();
+      const bool fits = cap >= need && pool[i].rows.capacity() >= rows && cap <= std::max<std::size_t>(4 * need, 1 << 14);
+      if (fits && (pick == pool.size() || cap < pool[pick].values.capacity())) pick = i;
     }
-    if (pick == pool.size() && !pool.empty()) pick = 0;
     if (pick < pool.size()) {
       block = std::move(pool[pick]);
       pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(pick));
+    } else {
+      // A pooled block of this size class that is a little too small (this batch has more
+      // distinct rows) would stay resident unused: drop it before allocating the new one.
+      for (std::size_t i = pool.size(); i-- > 0;)
+        if (pool[i].values.capacity() < need && 4 * pool[i].values.capacity() >= need) {
+          too_small.push_back(std::move(pool[i]));
+          pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
+        }
     }
   }
+  too_small.clear();
+  if (block.values.capacity() < need) {  // fresh: 1/32 headroom, so later batches reuse it
+    block.values.reserve(need + need / 32);
+    block.rows.reserve(rows + rows / 32);
+  }
   block.rows.resize(rows);
-  block.values.resize(rows * width);
+  block.values.resize(need);
   return block;
 }
 
