@@ -50,7 +50,27 @@ Tensor reduce_dim(const char* op, const Tensor& a, std::int64_t dim, bool keepdi
   const float* x = a.data();
   float* y = out.data();
   std::vector<double> acc(static_cast<std::size_t>(inner));
-  for (i64 o = 0; o < outer; ++o) {
+  i64 first_general = 0;
+  if (inner == 1) {
+    // Reducing the last dim (e.g. a row-wise dot product): four rows at a time, each with its
+    // own double accumulator in the same order as below, so the bits are the same; the four
+    // independent add chains just keep the adder busy (one chain waits on each add's latency).
+    for (; first_general + 4 <= outer; first_general += 4) {
+      const float* r = x + first_general * n;
+      double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+      for (i64 k = 0; k < n; ++k) {
+        a0 += r[k];
+        a1 += r[n + k];
+        a2 += r[2 * n + k];
+        a3 += r[3 * n + k];
+      }
+      y[first_general] = static_cast<float>(a0 * scale);
+      y[first_general + 1] = static_cast<float>(a1 * scale);
+      y[first_general + 2] = static_cast<float>(a2 * scale);
+      y[first_general + 3] = static_cast<float>(a3 * scale);
+    }
+  }
+  for (i64 o = first_general; o < outer; ++o) {
     std::fill(acc.begin(), acc.end(), 0.0);
     const float* row = x + o * n * inner;
     for (i64 k = 0; k < n; ++k)
