@@ -7,7 +7,7 @@ Parameter::Parameter(std::string name, const Tensor& initial) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = initial.shape();
   impl->storage = std::make_shared<Storage>();
-  impl->storage->data = initial.to_vector();
+  impl->storage->data.assign(initial.values().begin(), initial.values().end());
   impl->requires_grad = true;
   impl->is_parameter = true;
   impl->name = std::move(name);

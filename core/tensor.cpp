@@ -1,7 +1,9 @@
 // hitch/core/tensor.cpp: Tensor, IndexTensor and Generator.
 #include "core/tensor.h"
 
+#include <array>
 #include <cmath>
+#include <new>
 #include <numbers>
 
 #include "core/grad.h"
@@ -89,9 +91,85 @@ Generator& default_generator() {
 }
 void manual_seed(std::uint64_t seed) { default_generator() = Generator(seed); }
 
+// ---- Storage allocation ----------------------------------------------------------------------
+
+namespace {
+constexpr std::align_val_t kStorageAlign{64};
+// Blocks of at least this size are cached (smaller ones are cheap in malloc's arenas; from
+// 128 KB up glibc maps each one freshly by default).
+constexpr std::size_t kCacheMin = std::size_t{128} << 10;
+// Larger blocks (tables, a model's one-off temporaries) are never held: a freed 100 MB copy must
+// not stay resident.
+constexpr std::size_t kCacheMax = std::size_t{8} << 20;
+constexpr std::size_t kCacheBlocks = 8;
+constexpr std::size_t kCacheBytes = std::size_t{32} << 20;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCacheOn = false;  // AddressSanitizer must see every free (use-after-free reports)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCacheOn = false;
+#else
+constexpr bool kCacheOn = true;
+#endif
+#else
+constexpr bool kCacheOn = true;
+#endif
+
+// Freed blocks of this thread, oldest first. A Storage freed after the thread's cache was
+// destroyed (static tensors at exit) goes straight to operator delete.
+struct CachedBlock {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+};
+thread_local bool cache_gone = false;
+struct BlockCache {
+  std::array<CachedBlock, kCacheBlocks> blocks;
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  void drop_oldest() noexcept {
+    ::operator delete(blocks[0].p, kStorageAlign);
+    bytes -= blocks[0].bytes;
+    std::move(blocks.begin() + 1, blocks.begin() + static_cast<std::ptrdiff_t>(count), blocks.begin());
+    --count;
+  }
+  ~BlockCache() {
+    cache_gone = true;
+    while (count > 0) drop_oldest();
+  }
+};
+thread_local BlockCache block_cache;
+}  // namespace
+
+void* storage_allocate(std::size_t bytes) {
+  if (kCacheOn && bytes >= kCacheMin && !cache_gone) {
+    BlockCache& c = block_cache;
+    for (std::size_t i = c.count; i-- > 0;)  // newest first: most likely still in cache
+      if (c.blocks[i].bytes == bytes) {
+        void* p = c.blocks[i].p;
+        std::move(c.blocks.begin() + static_cast<std::ptrdiff_t>(i + 1), c.blocks.begin() + static_cast<std::ptrdiff_t>(c.count),
+                  c.blocks.begin() + static_cast<std::ptrdiff_t>(i));
+        --c.count;
+        c.bytes -= bytes;
+        return p;
+      }
+  }
+  return ::operator new(bytes, kStorageAlign);
+}
+
+void storage_deallocate(void* p, std::size_t bytes) noexcept {
+  if (kCacheOn && bytes >= kCacheMin && bytes <= kCacheMax && !cache_gone) {
+    BlockCache& c = block_cache;
+    while (c.count > 0 && (c.count == kCacheBlocks || c.bytes + bytes > kCacheBytes)) c.drop_oldest();
+    c.blocks[c.count++] = CachedBlock{p, bytes};
+    c.bytes += bytes;
+    return;
+  }
+  ::operator delete(p, kStorageAlign);
+}
+
 // ---- Tensor ----------------------------------------------------------------------------------
 
-static std::shared_ptr<TensorImpl> make_impl(Shape shape, std::vector<float> values) {
+static std::shared_ptr<TensorImpl> make_impl(Shape shape, FloatStorage values) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = std::move(shape);
   impl->storage = std::make_shared<Storage>();
@@ -104,7 +182,7 @@ Tensor::Tensor(Shape shape, std::vector<float> values) {
   const auto n = numel_of(shape);
   if (static_cast<std::int64_t>(values.size()) != n)
     throw Error(fmt::format("Tensor: shape {} needs {} values, got {}", shape_str(shape), n, values.size()));
-  impl_ = make_impl(std::move(shape), std::move(values));
+  impl_ = make_impl(std::move(shape), FloatStorage(values.begin(), values.end()));
 }
 
 Tensor Tensor::empty(Shape shape) { return full(std::move(shape), 0.0f); }
@@ -115,7 +193,7 @@ Tensor Tensor::scalar(float value) { return Tensor(Shape{}, {value}); }
 Tensor Tensor::full(Shape shape, float value) {
   check_shape("Tensor::full", shape);
   const auto n = static_cast<std::size_t>(numel_of(shape));
-  return Tensor(make_impl(std::move(shape), std::vector<float>(n, value)));
+  return Tensor(make_impl(std::move(shape), FloatStorage(n, value)));
 }
 
 Tensor Tensor::arange(float start, float end, float step) {
