@@ -131,7 +131,7 @@ std::vector<std::int64_t> bounds_from_offsets(const IndexTensor& offsets, std::i
 // Bags are split over threads (contiguous chunks of bags, each bag reduced by one thread in
 // position order, so any thread count gives the same bits); rows are prefetched kAhead
 // positions ahead.
-constexpr std::size_t kAhead = 16;
+constexpr std::size_t kAhead = 32;
 
 template <class BagFn>
 void for_each_bag_chunk(const BagSaved& s, BagFn&& fn) {
