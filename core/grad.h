@@ -151,10 +151,42 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, s
     }
     return;
   }
+  auto bound = [&](const Block& b, std::int64_t row) {
+    return static_cast<std::size_t>(std::lower_bound(b.rows.begin(), b.rows.end(), row) - b.rows.begin());
+  };
+  if (blocks_.size() == 2) {  // the tied case (two lookups): a plain two-way merge
+    const Block& x = blocks_[0];
+    const Block& y = blocks_[1];
+    std::size_t i = bound(x, lo), j = bound(y, lo);
+    const std::size_t i_end = bound(x, hi), j_end = bound(y, hi);
+    for (std::size_t k = i; k < std::min(i_end, i + kAhead); ++k) ahead(x.rows[k]);
+    for (std::size_t k = j; k < std::min(j_end, j + kAhead); ++k) ahead(y.rows[k]);
+    scratch.resize(width);
+    while (i < i_end || j < j_end) {
+      const bool take_x = i < i_end && (j == j_end || x.rows[i] <= y.rows[j]);
+      const bool take_y = j < j_end && (i == i_end || y.rows[j] <= x.rows[i]);
+      if (take_x && i + kAhead < i_end) ahead(x.rows[i + kAhead]);
+      if (take_y && j + kAhead < j_end) ahead(y.rows[j + kAhead]);
+      if (take_x && take_y) {  // in both: x's entry first, then y's, as coalesce() sums them
+        const float* a = x.values.data() + i * width;
+        const float* b = y.values.data() + j * width;
+        for (std::size_t d = 0; d < width; ++d) scratch[d] = a[d];
+        for (std::size_t d = 0; d < width; ++d) scratch[d] += b[d];
+        fn(x.rows[i], static_cast<const float*>(scratch.data()));
+        ++i;
+        ++j;
+      } else if (take_x) {
+        fn(x.rows[i], x.values.data() + i * width);
+        ++i;
+      } else {
+        fn(y.rows[j], y.values.data() + j * width);
+        ++j;
+      }
+    }
+    return;
+  }
   std::vector<std::size_t> at(blocks_.size());
-  for (std::size_t j = 0; j < blocks_.size(); ++j)
-    at[j] = static_cast<std::size_t>(std::lower_bound(blocks_[j].rows.begin(), blocks_[j].rows.end(), lo) -
-                                     blocks_[j].rows.begin());
+  for (std::size_t j = 0; j < blocks_.size(); ++j) at[j] = bound(blocks_[j], lo);
   scratch.resize(width);
   for (;;) {
     std::int64_t row = hi;
