@@ -9,6 +9,7 @@
 // Left out on purpose: SIMD intrinsics (plain loops the compiler vectorises), huge pages.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/parallel.h"
 #include "ops/embedding_detail.h"
@@ -39,36 +40,53 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
                        std::int64_t num_rows) {
   RowGroups g;
   const std::size_t m = positions.size();
-  // LSD radix sort of positions by keys[position], 11 bits per pass; stable, so each row's
-  // positions stay in increasing order.
+  // LSD radix sort by row, 11 bits per pass; stable, so each row's positions stay in increasing
+  // order. The sorted items are (row << 32 | position) when rows fit in 32 bits: each pass then
+  // reads its keys sequentially instead of through keys[position]; otherwise the positions.
   constexpr int kBits = 11;
   constexpr std::size_t kBuckets = std::size_t{1} << kBits;
   int bits = 0;
   while (bits < 63 && (std::int64_t{1} << bits) < num_rows) ++bits;
-  std::vector<std::uint32_t> tmp(m);
   std::vector<std::size_t> count(kBuckets);
-  for (int shift = 0; shift < bits; shift += kBits) {
-    std::fill(count.begin(), count.end(), 0);
-    auto digit = [&](std::uint32_t p) {
-      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> shift) & (kBuckets - 1));
-    };
-    for (const std::uint32_t p : positions) ++count[digit(p)];
-    std::size_t sum = 0;
-    for (auto& c : count) {
-      const std::size_t n = c;
-      c = sum;
-      sum += n;
+  auto radix = [&](auto& items, auto digit_of) {
+    std::remove_reference_t<decltype(items)> tmp(items.size());
+    for (int shift = 0; shift < bits; shift += kBits) {
+      std::fill(count.begin(), count.end(), 0);
+      for (const auto v : items) ++count[digit_of(v, shift)];
+      std::size_t sum = 0;
+      for (auto& c : count) {
+        const std::size_t n = c;
+        c = sum;
+        sum += n;
+      }
+      for (const auto v : items) tmp[count[digit_of(v, shift)]++] = v;
+      items.swap(tmp);
     }
-    for (const std::uint32_t p : positions) tmp[count[digit(p)]++] = p;
-    positions.swap(tmp);
-  }
-  g.order = std::move(positions);
+  };
   g.starts.reserve(m / 2 + 1);
-  for (std::size_t k = 0; k < m; ++k)
-    if (k == 0 || keys[g.order[k]] != keys[g.order[k - 1]]) {
-      g.starts.push_back(static_cast<std::uint32_t>(k));
-      g.rows.push_back(keys[g.order[k]]);
+  if (bits <= 32) {
+    std::vector<std::uint64_t> items(m);
+    for (std::size_t k = 0; k < m; ++k) items[k] = static_cast<std::uint64_t>(keys[positions[k]]) << 32 | positions[k];
+    radix(items, [](std::uint64_t v, int shift) { return static_cast<std::size_t>((v >> (32 + shift)) & (kBuckets - 1)); });
+    for (std::size_t k = 0; k < m; ++k) {
+      positions[k] = static_cast<std::uint32_t>(items[k]);
+      if (k == 0 || (items[k] >> 32) != (items[k - 1] >> 32)) {
+        g.starts.push_back(static_cast<std::uint32_t>(k));
+        g.rows.push_back(static_cast<std::int64_t>(items[k] >> 32));
+      }
     }
+    g.order = std::move(positions);
+  } else {
+    radix(positions, [&](std::uint32_t p, int shift) {
+      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> shift) & (kBuckets - 1));
+    });
+    g.order = std::move(positions);
+    for (std::size_t k = 0; k < m; ++k)
+      if (k == 0 || keys[g.order[k]] != keys[g.order[k - 1]]) {
+        g.starts.push_back(static_cast<std::uint32_t>(k));
+        g.rows.push_back(keys[g.order[k]]);
+      }
+  }
   g.starts.push_back(static_cast<std::uint32_t>(m));
   return g;
 }
