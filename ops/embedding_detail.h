@@ -58,7 +58,7 @@ struct RowGroups {
   std::vector<std::uint32_t> starts;
   std::vector<std::uint32_t> order;
 };
-// positions: the positions that send a gradient, increasing; every keys[p] in [0, num_rows].
+// positions: the positions that send a gradient, increasing; every keys[p] in [0, num_rows).
 RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions, std::int64_t num_rows);
 
 // value[u] = Σ_{p in group u, increasing} coef[p] * g[src[p]] (width floats each; coef null = 1,

@@ -40,22 +40,27 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
                        std::int64_t num_rows) {
   RowGroups g;
   const std::size_t m = positions.size();
-  // LSD radix sort by row, 11 bits per pass; stable, so each row's positions stay in increasing
-  // order. The sorted items are (row << 32 | position) when rows fit in 32 bits: each pass then
-  // reads its keys sequentially instead of through keys[position]; otherwise the positions.
-  constexpr int kBits = 11;
-  constexpr std::size_t kBuckets = std::size_t{1} << kBits;
+  // LSD radix sort by row, at most 11 bits per pass, the row bits split evenly over the passes
+  // (1000 rows: one pass over 1024 buckets, not 2048); stable, so each row's positions stay in
+  // increasing order. The sorted items are (row << 32 | position) when rows fit in 32 bits: each
+  // pass then reads its keys sequentially instead of through keys[position]; otherwise the
+  // positions.
+  constexpr int kMaxBits = 11;
   int bits = 0;
   while (bits < 63 && (std::int64_t{1} << bits) < num_rows) ++bits;
-  std::vector<std::size_t> count(kBuckets);
+  const int passes = (bits + kMaxBits - 1) / kMaxBits;
+  const int digit_bits = passes == 0 ? 0 : (bits + passes - 1) / passes;
+  const std::size_t buckets = std::size_t{1} << digit_bits;
+  std::vector<std::uint32_t> count(buckets);  // m < 2^32: positions are uint32
   auto radix = [&](auto& items, auto digit_of) {
+    if (bits == 0) return;
     std::remove_reference_t<decltype(items)> tmp(items.size());
-    for (int shift = 0; shift < bits; shift += kBits) {
-      std::fill(count.begin(), count.end(), 0);
+    for (int shift = 0; shift < bits; shift += digit_bits) {
+      if (shift > 0) std::fill(count.begin(), count.end(), 0);
       for (const auto v : items) ++count[digit_of(v, shift)];
-      std::size_t sum = 0;
+      std::uint32_t sum = 0;
       for (auto& c : count) {
-        const std::size_t n = c;
+        const std::uint32_t n = c;
         c = sum;
         sum += n;
       }
@@ -67,7 +72,7 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
   if (bits <= 32) {
     std::vector<std::uint64_t> items(m);
     for (std::size_t k = 0; k < m; ++k) items[k] = static_cast<std::uint64_t>(keys[positions[k]]) << 32 | positions[k];
-    radix(items, [](std::uint64_t v, int shift) { return static_cast<std::size_t>((v >> (32 + shift)) & (kBuckets - 1)); });
+    radix(items, [buckets](std::uint64_t v, int shift) { return static_cast<std::size_t>((v >> (32 + shift)) & (buckets - 1)); });
     for (std::size_t k = 0; k < m; ++k) {
       positions[k] = static_cast<std::uint32_t>(items[k]);
       if (k == 0 || (items[k] >> 32) != (items[k - 1] >> 32)) {
@@ -78,7 +83,7 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
     g.order = std::move(positions);
   } else {
     radix(positions, [&](std::uint32_t p, int shift) {
-      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> shift) & (kBuckets - 1));
+      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> shift) & (buckets - 1));
     });
     g.order = std::move(positions);
     for (std::size_t k = 0; k < m; ++k)

@@ -8,6 +8,7 @@
 // the sums run in double. mean divides by n (by numel for the full mean); the mean of zero
 // elements is NaN, as in PyTorch. Backward spreads g (divided by n for mean) back over the
 // reduced dim.
+#include <algorithm>
 #include <vector>
 
 #include "core/tape.h"
@@ -83,6 +84,11 @@ Tensor reduce_dim(const char* op, const Tensor& a, std::int64_t dim, bool keepdi
     const float* G = g.data();
     float* dx = ga.data();
     const auto s = static_cast<float>(scale);
+    if (inner == 1) {  // the last dim (a row-wise dot product): one value per output row
+      for (i64 o = 0; o < outer; ++o) std::fill_n(dx + o * n, n, G[o] * s);
+      sink.add(0, ga);
+      return;
+    }
     for (i64 o = 0; o < outer; ++o)
       for (i64 k = 0; k < n; ++k)
         for (i64 i = 0; i < inner; ++i) dx[(o * n + k) * inner + i] = G[o * inner + i] * s;
