@@ -293,12 +293,13 @@ void weighted_bags_weight_grad(const BagSaved& s, const float* g, GradSink& sink
   std::vector<float> coef(unit ? 0 : s.input.size());
   for (std::size_t b = 0; b + 1 < s.bounds.size(); ++b) {
     if (s.denom[b] == 0.0) continue;
+    const double unweighted = 1.0 / s.denom[b];  // the same bits as dividing per position
     for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
       if (is_pad(s.pad, s.input[i])) continue;
       positions.push_back(static_cast<std::uint32_t>(i));
       bag_of[i] = static_cast<std::uint32_t>(b);
       if (unit) continue;
-      double c = (s.psw.empty() ? 1.0 : static_cast<double>(s.psw[i])) / s.denom[b];
+      double c = s.psw.empty() ? unweighted : static_cast<double>(s.psw[i]) / s.denom[b];
       if (s.scale_grad_by_freq) c /= static_cast<double>(counts[i]);
       coef[i] = static_cast<float>(c);
     }
