@@ -37,6 +37,8 @@
 
 namespace hitch::optim {
 
+std::string param_label(const Parameter& p);  // "'emb.weight'" or "(unnamed)"
+
 // One parameter group: its Parameters and the hyper-parameters that apply to them.
 // Adam(std::vector<ParamGroup<AdamOptions>>{{.params = {w}, .options = {.lr = 0.1}}, ...}).
 template <class Options>
@@ -227,6 +229,21 @@ class OptimizerWith : public Optimizer {
   void check_all_options() const {
     for (std::size_t g = 0; g < groups_.size(); ++g) check_options(groups_[g].options, group_suffix(g));
   }
+  // For options with weight_decay (SGD, Adagrad): L2 decay reads the whole tensor, so a sparse
+  // gradient with weight_decay != 0 is refused, as PyTorch does.
+  void check_no_sparse_weight_decay() const {
+    for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
+      const double wd = groups_[gi].options.weight_decay;
+      for (const Parameter& p : groups_[gi].params) {
+        const Grad* grad = p.grad_store();
+        if (grad != nullptr && grad->is_sparse() && wd != 0.0)
+          throw Error(fmt::format("{}: weight_decay is not supported with sparse gradients, but Parameter {} has a "
+                                  "sparse gradient and weight_decay = {}{}; use weight_decay = 0 or dense lookups "
+                                  "(sparse = false)",
+                                  name(), param_label(p), wd, group_suffix(gi)));
+      }
+    }
+  }
 
   State& state_for(const Parameter& p) { return state_[p.id()]; }
   bool has_state(const Parameter& p) const { return state_.count(p.id()) != 0; }
@@ -297,6 +314,5 @@ void parallel_elements(std::size_t n, Fn&& fn) {
 
 // Rows of p as a parameter [rows, width]: shape[0] rows (1 for a 0-d Parameter).
 std::int64_t row_count(const Parameter& p);
-std::string param_label(const Parameter& p);  // "'emb.weight'" or "(unnamed)"
 
 }  // namespace hitch::optim

@@ -53,17 +53,7 @@ void SGD::check_options(const SGDOptions& o, const std::string& where) const {
 
 void SGD::check_step() const {
   check_all_options();
-  for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
-    const SGDOptions& o = groups_[gi].options;
-    for (const Parameter& p : groups_[gi].params) {
-      const Grad* grad = p.grad_store();
-      if (grad != nullptr && grad->is_sparse() && o.weight_decay != 0.0)
-        throw Error(fmt::format("SGD: weight_decay is not supported with sparse gradients, but Parameter {} has a "
-                                "sparse gradient and weight_decay = {}{}; use weight_decay = 0 or dense lookups "
-                                "(sparse = false)",
-                                param_label(p), o.weight_decay, group_suffix(gi)));
-    }
-  }
+  check_no_sparse_weight_decay();
 }
 
 void SGD::update() {
