@@ -1,15 +1,24 @@
 // hitch/core/parallel.cpp: a small fixed pool of parked std::threads (see parallel.h).
 //
-// One job at a time: the caller publishes (fn, chunk count) under the mutex, bumps the
-// generation and runs chunk 0; worker w runs chunk w and counts itself done. Jobs come from
-// one thread at a time (a second caller waits on the mutex), nested calls run serially.
+// One job at a time: the caller publishes (fn, chunk count) and runs chunk 0; worker w runs
+// chunk w and counts itself done. Jobs come from one thread at a time (a second caller waits on
+// job_mutex_), nested calls run serially.
+//
+// Waking a thread parked on a condition variable costs ~50 us on a VM (the idle vCPU has to be
+// interrupted and rescheduled), more than a whole embedding kernel at the benchmark's sizes. So
+// after a job a worker spins on the job word for kSpin before it parks, and the caller spins on
+// the pending count before it blocks: back-to-back kernels of one training step hand work over
+// in well under a microsecond. The job word packs (generation, chunk count) into one atomic, so a
+// worker that is not part of a job can never pair one job's generation with another's count.
 #include "core/parallel.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <pthread.h>
 #include <thread>
 #include <vector>
 
@@ -23,16 +32,32 @@ namespace {
 
 thread_local bool inside_chunk = false;
 
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until ready() or kSpin has passed; true if ready.
+template <class Ready>
+bool spin_until(Ready ready) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= until) return ready();
+  }
+}
+
 class Pool {
  public:
-  ~Pool() {
-    {
-      std::lock_guard lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
+  Pool* previous = nullptr;  // the parent's pool in a forked child (see pool())
 
   void set_threads(int n) { threads_ = n; }
   int threads() const { return threads_; }
@@ -40,27 +65,34 @@ class Pool {
   void run(std::size_t chunks, const std::function<void(std::size_t)>& chunk) {
     std::lock_guard job(job_mutex_);  // one job at a time
     ensure_workers(chunks - 1);
+    job_ = &chunk;
+    error_ = nullptr;
+    pending_.store(chunks - 1, std::memory_order_relaxed);
     {
+      // Under the mutex, so a worker about to park cannot miss the new word.
       std::lock_guard lock(mutex_);
-      job_ = &chunk;
-      chunks_ = chunks;
-      pending_ = chunks - 1;
-      error_ = nullptr;
-      ++generation_;
+      const std::uint64_t generation = (word_.load(std::memory_order_relaxed) >> kChunkBits) + 1;
+      word_.store(generation << kChunkBits | chunks, std::memory_order_release);
     }
     wake_.notify_all();
     run_chunk(0);
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
+    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock lock(mutex_);
+      done_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
+  static constexpr int kChunkBits = 16;  // chunks <= 256 threads
+
   void ensure_workers(std::size_t n) {
     while (workers_.size() < n) {
       const std::size_t id = workers_.size() + 1;
-      workers_.emplace_back([this, id] { work(id); });
+      // The generation before the job being published: a new thread may start after it.
+      const std::uint64_t seen = word_.load(std::memory_order_relaxed) >> kChunkBits;
+      workers_.emplace_back([this, id, seen] { work(id, seen); });
     }
   }
 
@@ -75,18 +107,24 @@ class Pool {
     inside_chunk = false;
   }
 
-  void work(std::size_t id) {
-    std::uint64_t seen = 0;
+  void work(std::size_t id, std::uint64_t seen) {
     for (;;) {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (id >= chunks_) continue;  // fewer chunks than workers this time
-      lock.unlock();
+      std::uint64_t word = 0;
+      auto fresh = [&] {
+        word = word_.load(std::memory_order_acquire);
+        return (word >> kChunkBits) != seen;
+      };
+      if (!spin_until(fresh)) {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, fresh);
+      }
+      seen = word >> kChunkBits;
+      if (id >= (word & ((std::uint64_t{1} << kChunkBits) - 1))) continue;  // not in this job
       run_chunk(id);
-      lock.lock();
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard lock(mutex_);  // the caller checks pending_ under it before it blocks
+        done_.notify_one();
+      }
     }
   }
 
@@ -95,16 +133,34 @@ class Pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(std::size_t)>* job_ = nullptr;
-  std::size_t chunks_ = 0, pending_ = 0;
-  std::uint64_t generation_ = 0;
+  std::atomic<std::uint64_t> word_{0};  // generation << kChunkBits | chunk count
+  std::atomic<std::size_t> pending_{0};
   std::exception_ptr error_;
-  bool stop_ = false;
   std::atomic<int> threads_{1};
 };
 
+// The pool lives as long as the process (its workers are parked or spinning at exit, never
+// joined). A child made by fork() has only the forking thread, so the handler below gives it a
+// fresh pool with the parent's thread count; the parent's pool object stays reachable through
+// previous, never used again.
+std::atomic<Pool*> current_pool{nullptr};
+
+void fresh_pool_after_fork() {
+  Pool* old = current_pool.load();
+  auto* p = new Pool;
+  p->set_threads(old->threads());
+  p->previous = old;
+  current_pool.store(p);
+}
+
 Pool& pool() {
-  static Pool p;
-  return p;
+  static const bool created = [] {
+    current_pool.store(new Pool);
+    pthread_atfork(nullptr, nullptr, fresh_pool_after_fork);
+    return true;
+  }();
+  (void)created;
+  return *current_pool.load(std::memory_order_acquire);
 }
 
 }  // namespace

@@ -4,7 +4,12 @@
 // Sizes are chosen above parallel_for's chunk thresholds, so 2 threads really split the work.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <functional>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 #include <memory>
 
 #include "hitch.h"
@@ -92,6 +97,50 @@ TEST_CASE("threads: parallel_for covers every item once and rethrows a chunk's e
                                       if (b > 0) throw Error("second chunk failed");
                                     }),
                        "second chunk failed", Error);
+}
+
+TEST_CASE("threads: back-to-back jobs with changing chunk counts run every item exactly once") {
+  // Three threads and jobs of 1, 2 or 3 chunks in turn: a worker left out of one job must not
+  // run a chunk of the next one twice or miss it (the job word pairs generation and count).
+  Threads guard(3);
+  std::vector<int> seen(3000, 0);
+  for (int job = 0; job < 3000; ++job) {
+    const std::size_t n = 1000 * static_cast<std::size_t>(1 + job % 3);
+    parallel_for(n, 1000, [&](std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) ++seen[i];
+    });
+  }
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    const int want = i < 1000 ? 3000 : i < 2000 ? 2000 : 1000;
+    if (seen[i] != want) FAIL("item " << i << " ran " << seen[i] << " times, want " << want);
+  }
+}
+
+TEST_CASE("parallel_for in a forked child uses the child's own threads") {
+  // The parent's workers do not exist in a child; without a fresh pool the child would wait for
+  // them forever (ctest's timeout would catch that as a failure).
+  Threads guard(2);
+  std::vector<int> seen(100000, 0);
+  parallel_for(seen.size(), 1000, [&](std::size_t b, std::size_t e) {  // the parent's pool has a worker
+    for (std::size_t i = b; i < e; ++i) ++seen[i];
+  });
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    bool other_thread = false;
+    const auto self = std::this_thread::get_id();
+    std::vector<int> child(100000, 0);
+    parallel_for(child.size(), 1000, [&](std::size_t b, std::size_t e) {
+      if (std::this_thread::get_id() != self) other_thread = true;  // only chunk 1 writes it
+      for (std::size_t i = b; i < e; ++i) ++child[i];
+    });
+    const bool ok = std::count(child.begin(), child.end(), 1) == 100000 && other_thread && get_num_threads() == 2;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("threads: 1 and 2 threads give bitwise identical forward values and trained tables") {
