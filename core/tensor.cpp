@@ -6,6 +6,10 @@
 #include <new>
 #include <numbers>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "core/grad.h"
 #include "core/tape.h"
 
@@ -103,6 +107,11 @@ constexpr std::size_t kCacheMin = std::size_t{128} << 10;
 constexpr std::size_t kCacheMax = std::size_t{8} << 20;
 constexpr std::size_t kCacheBlocks = 8;
 constexpr std::size_t kCacheBytes = std::size_t{32} << 20;
+// Big storages (embedding tables, their optimizer state) start on a 2 MB boundary and ask for
+// transparent huge pages: random rows of a 25 MB table otherwise miss the TLB on most lookups
+// (a page walk per row). Linux with THP in "madvise" mode (Debian's default) honours it.
+constexpr std::size_t kHugeMin = std::size_t{16} << 20;
+constexpr std::align_val_t kHugeAlign{std::size_t{2} << 20};
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kCacheOn = false;  // AddressSanitizer must see every free (use-after-free reports)
 #elif defined(__has_feature)
@@ -153,10 +162,21 @@ void* storage_allocate(std::size_t bytes) {
         return p;
       }
   }
+  if (bytes >= kHugeMin) {
+    void* p = ::operator new(bytes, kHugeAlign);
+#if defined(__linux__)
+    madvise(p, bytes, MADV_HUGEPAGE);  // a hint: refused (no THP) changes nothing
+#endif
+    return p;
+  }
   return ::operator new(bytes, kStorageAlign);
 }
 
 void storage_deallocate(void* p, std::size_t bytes) noexcept {
+  if (bytes >= kHugeMin) {
+    ::operator delete(p, kHugeAlign);
+    return;
+  }
   if (kCacheOn && bytes >= kCacheMin && bytes <= kCacheMax && !cache_gone) {
     BlockCache& c = block_cache;
     while (c.count > 0 && (c.count == kCacheBlocks || c.bytes + bytes > kCacheBytes)) c.drop_oldest();
