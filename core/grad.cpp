@@ -51,6 +51,20 @@ RowBlock make_row_block(std::size_t rows, std::size_t width) {
   return block;
 }
 
+void materialize(RowBlock& block) {
+  if (!block.sums) return;
+  const RowSums& sums = *block.sums;
+  const std::size_t unique = block.rows.size();
+  RowBlock out = make_row_block(unique, sums.width);
+  const std::size_t per_row = sums.width * std::max<std::size_t>(1, sums.order.size() / std::max<std::size_t>(1, unique));
+  parallel_for(unique, std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(1, per_row)),
+               [&](std::size_t b, std::size_t e) {
+                 for (std::size_t u = b; u < e; ++u) sums.row(u, out.values.data() + u * sums.width);
+               });
+  block.values = std::move(out.values);
+  block.sums.reset();
+}
+
 static void recycle(RowBlock&& block) {
   if (block.values.capacity() == 0) return;
   std::lock_guard lock(pool_mutex);
@@ -63,8 +77,19 @@ static void recycle(RowBlock&& block) {
 Grad::~Grad() { release_blocks(); }
 
 void Grad::release_blocks() {
-  for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values)});
+  for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values), nullptr});
   blocks_.clear();
+}
+
+void Grad::materialize_blocks() const {
+  for (Block& b : blocks_) {
+    if (!b.sums) continue;
+    RowBlock block{std::move(b.rows), {}, std::move(b.sums)};
+    materialize(block);
+    b.rows = std::move(block.rows);
+    b.values = std::move(block.values);
+    b.sums.reset();
+  }
 }
 
 std::int64_t Grad::row_width() const {
@@ -105,33 +130,39 @@ void Grad::add_rows(std::span<const std::int64_t> rows, std::span<const float> v
 
 void Grad::add_rows(RowBlock&& block, bool sparse) {
   const auto width = static_cast<std::size_t>(row_width());
-  if (block.values.size() != block.rows.size() * width)
+  if (block.sums ? (!block.rows.empty() && block.sums->width != width) || block.sums->starts.size() != block.rows.size() + 1
+                 : block.values.size() != block.rows.size() * width)
     throw InternalError(fmt::format("Grad::add_rows: {} rows of width {} but {} values", block.rows.size(), width,
-                                    block.values.size()));
+                                    block.sums ? block.sums->starts.size() - 1 : block.values.size() / std::max<std::size_t>(1, width)));
+  const bool sorted = sorted_unique(block.rows);
+  if (!sorted) materialize(block);  // sort_blocks() reorders stored values
   if (sparse && layout_ != Layout::Dense) {
     layout_ = Layout::Sparse;
     if (block.rows.empty()) return;
-    const bool sorted = sorted_unique(block.rows);
-    blocks_.push_back(Block{std::move(block.rows), std::move(block.values), sorted});
+    blocks_.push_back(Block{std::move(block.rows), std::move(block.values), sorted, std::move(block.sums)});
     return;
   }
-  scatter_into(dense_data(), block.rows, block.values.data());
-  recycle(std::move(block));
+  Block b{std::move(block.rows), std::move(block.values), sorted, std::move(block.sums)};
+  scatter_into(dense_data(), b);
+  recycle(RowBlock{std::move(b.rows), std::move(b.values), nullptr});
 }
 
-// dst[rows[m]] += values[m]. Sorted unique rows are independent, so large blocks are split over
-// threads by position; other blocks are added serially, in order.
-void Grad::scatter_into(float* dst, std::span<const std::int64_t> rows, const float* values) const {
+// dst[rows[m]] += value of entry m (a deferred block's rows are summed on the way, never stored).
+// Sorted unique rows are independent, so large blocks are split over threads by position; other
+// blocks are added serially, in order.
+void Grad::scatter_into(float* dst, const Block& block) const {
   const auto width = static_cast<std::size_t>(row_width());
+  const std::span<const std::int64_t> rows = block.rows;
   auto add_range = [&](std::size_t b, std::size_t e) {
+    std::vector<float> scratch(block.sums ? width : 0);
     for (std::size_t m = b; m < e; ++m) {
       if (m + kAhead < e) prefetch_row(dst, rows[m + kAhead], width);  // random rows of a big table
       float* row = dst + static_cast<std::size_t>(rows[m]) * width;
-      const float* src = values + m * width;
+      const float* src = block.at(m, width, scratch.data());
       for (std::size_t d = 0; d < width; ++d) row[d] += src[d];
     }
   };
-  if (sorted_unique(rows))
+  if (block.sorted_unique)
     parallel_for(rows.size(), std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(1, width)), add_range);
   else
     add_range(0, rows.size());
@@ -140,7 +171,7 @@ void Grad::scatter_into(float* dst, std::span<const std::int64_t> rows, const fl
 Tensor Grad::dense() const {
   if (layout_ == Layout::Dense) return dense_;
   Tensor out = Tensor::zeros(shape_);
-  for (const Block& b : blocks_) scatter_into(out.data(), b.rows, b.values.data());
+  for (const Block& b : blocks_) scatter_into(out.data(), b);
   return out;
 }
 
@@ -184,6 +215,7 @@ void Grad::coalesce() { merge_blocks(); }
 void Grad::merge_blocks() const {
   if (layout_ != Layout::Sparse) return;
   sort_blocks();
+  if (blocks_.size() == 1) materialize_blocks();
   if (blocks_.size() <= 1) return;
   const auto width = static_cast<std::size_t>(row_width());
   Block merged;
@@ -199,7 +231,7 @@ void Grad::merge_blocks() const {
   auto no_prefetch = [](std::int64_t) {};
   visit_range(std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(), append, no_prefetch,
               scratch);
-  for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values)});
+  for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values), nullptr});
   blocks_.clear();
   blocks_.push_back(std::move(merged));
 }

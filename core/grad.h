@@ -53,12 +53,58 @@ struct UninitAllocator : std::allocator<T> {
 using FloatBuffer = std::vector<float, UninitAllocator<float>>;
 using RowBuffer = std::vector<std::int64_t, UninitAllocator<std::int64_t>>;
 
+// The values of a block of sorted unique rows that are not summed yet (embedding backward):
+// row u's value is the sum over k in [starts[u], starts[u+1]) of coef[p] * g[src[p]] with
+// p = order[k], in k order (coef empty: 1; src empty: p itself), width floats per g row. A sparse
+// Grad keeps this instead of the U x width values, and the fused optimizer walk sums each row
+// as it updates it: the gradient rows are never written to memory and read back. Anything that
+// needs the values as an array (coalesce, dense, hooks, anomaly checks) computes them first,
+// with the same row() and so the same bits.
+struct RowSums {
+  std::vector<std::uint32_t> starts, order, src;
+  std::vector<float> coef;
+  Tensor g;  // the upstream gradient, shared: the tape hands it over and never writes it again
+  std::size_t width = 0;
+
+  // Row u's values: a pointer into g when the row has one occurrence and no coefficient (most
+  // rows of a big table), else summed into scratch (width floats).
+  const float* row_or_scratch(std::size_t u, float* scratch) const {
+    if (coef.empty() && starts[u + 1] - starts[u] == 1) {
+      const std::uint32_t p = order[starts[u]];
+      return g.data() + static_cast<std::size_t>(src.empty() ? p : src[p]) * width;
+    }
+    row(u, scratch);
+    return scratch;
+  }
+
+  void row(std::size_t u, float* out) const {
+    const float* gd = g.data();
+    const std::uint32_t lo = starts[u], hi = starts[u + 1];
+    for (std::uint32_t k = lo; k < hi; ++k) {
+      const std::uint32_t p = order[k];
+      const float* gp = gd + static_cast<std::size_t>(src.empty() ? p : src[p]) * width;
+      if (coef.empty()) {
+        if (k == lo) std::copy_n(gp, width, out);  // not memcpy: null pointers for D = 0
+        else for (std::size_t d = 0; d < width; ++d) out[d] += gp[d];
+      } else {
+        const float c = coef[p];
+        if (k == lo) for (std::size_t d = 0; d < width; ++d) out[d] = c * gp[d];
+        else for (std::size_t d = 0; d < width; ++d) out[d] += c * gp[d];
+      }
+    }
+  }
+};
+
 // Rows and their values (rows.size() * row_width floats), for handing a block to a Grad without
-// a copy.
+// a copy; or rows and their unsummed values (sums set, values empty).
 struct RowBlock {
   RowBuffer rows;
   FloatBuffer values;
+  std::shared_ptr<const RowSums> sums;
 };
+
+// Turns a block with sums into one with values (split over threads by row); no-op otherwise.
+void materialize(RowBlock& block);
 
 // A block of `rows` rows of `width` floats, contents unspecified. Its buffers are recycled from
 // sparse gradients that were zeroed or destroyed (a few are kept), so a training loop does not
@@ -120,10 +166,16 @@ class Grad {
     RowBuffer rows;
     FloatBuffer values;
     bool sorted_unique = true;
+    std::shared_ptr<const RowSums> sums;  // set: values not computed yet (see RowSums)
+    // Row k's values: in place, or summed into scratch (width floats).
+    const float* at(std::size_t k, std::size_t width, float* scratch) const {
+      return sums ? sums->row_or_scratch(k, scratch) : values.data() + k * width;
+    }
   };
   void sort_blocks() const;  // makes every block sorted and unique (sums repeats in place)
   void merge_blocks() const;  // coalesce(): leaves one sorted block
-  void scatter_into(float* dst, std::span<const std::int64_t> rows, const float* values) const;
+  void scatter_into(float* dst, const Block& block) const;
+  void materialize_blocks() const;  // computes every deferred block's values
   void release_blocks();  // clears blocks_, recycling their buffers
   template <class Fn, class Ahead>
   void visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, std::vector<float>& scratch) const;
@@ -136,24 +188,29 @@ class Grad {
 };
 
 // Walks rows in [lo, hi) of every (sorted) block at once: a row present in one block is passed
-// straight from it; a row in several is summed into scratch in block order.
+// straight from it (or summed into scratch, for a deferred block); a row in several is summed in
+// block order, each block's own value first.
 template <class Fn, class Ahead>
 void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, std::vector<float>& scratch) const {
   const auto width = static_cast<std::size_t>(row_width());
-  if (blocks_.size() == 1) {
-    const Block& b = blocks_[0];
-    auto k = static_cast<std::size_t>(std::lower_bound(b.rows.begin(), b.rows.end(), lo) - b.rows.begin());
-    const auto end = static_cast<std::size_t>(std::lower_bound(b.rows.begin() + static_cast<std::ptrdiff_t>(k), b.rows.end(), hi) - b.rows.begin());
-    for (std::size_t j = k; j < std::min(end, k + kAhead); ++j) ahead(b.rows[j]);
-    for (; k < end; ++k) {
-      if (k + kAhead < end) ahead(b.rows[k + kAhead]);
-      fn(b.rows[k], b.values.data() + k * width);
-    }
-    return;
-  }
+  scratch.resize(3 * width);
+  float* const own = scratch.data();            // a deferred block's row
+  float* const other = own + width;             // the second block's row
+  float* const total = other + width;           // a row summed over blocks
   auto bound = [&](const Block& b, std::int64_t row) {
     return static_cast<std::size_t>(std::lower_bound(b.rows.begin(), b.rows.end(), row) - b.rows.begin());
   };
+  if (blocks_.size() == 1) {
+    const Block& b = blocks_[0];
+    std::size_t k = bound(b, lo);
+    const std::size_t end = bound(b, hi);
+    for (std::size_t j = k; j < std::min(end, k + kAhead); ++j) ahead(b.rows[j]);
+    for (; k < end; ++k) {
+      if (k + kAhead < end) ahead(b.rows[k + kAhead]);
+      fn(b.rows[k], b.at(k, width, own));
+    }
+    return;
+  }
   if (blocks_.size() == 2) {  // the tied case (two lookups): a plain two-way merge
     const Block& x = blocks_[0];
     const Block& y = blocks_[1];
@@ -161,25 +218,24 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, s
     const std::size_t i_end = bound(x, hi), j_end = bound(y, hi);
     for (std::size_t k = i; k < std::min(i_end, i + kAhead); ++k) ahead(x.rows[k]);
     for (std::size_t k = j; k < std::min(j_end, j + kAhead); ++k) ahead(y.rows[k]);
-    scratch.resize(width);
     while (i < i_end || j < j_end) {
       const bool take_x = i < i_end && (j == j_end || x.rows[i] <= y.rows[j]);
       const bool take_y = j < j_end && (i == i_end || y.rows[j] <= x.rows[i]);
       if (take_x && i + kAhead < i_end) ahead(x.rows[i + kAhead]);
       if (take_y && j + kAhead < j_end) ahead(y.rows[j + kAhead]);
-      if (take_x && take_y) {  // in both: x's entry first, then y's, as coalesce() sums them
-        const float* a = x.values.data() + i * width;
-        const float* b = y.values.data() + j * width;
-        for (std::size_t d = 0; d < width; ++d) scratch[d] = a[d];
-        for (std::size_t d = 0; d < width; ++d) scratch[d] += b[d];
-        fn(x.rows[i], static_cast<const float*>(scratch.data()));
+      if (take_x && take_y) {  // in both: x's value first, then y's, as coalesce() sums them
+        const float* a = x.at(i, width, own);
+        const float* b = y.at(j, width, other);
+        for (std::size_t d = 0; d < width; ++d) total[d] = a[d];
+        for (std::size_t d = 0; d < width; ++d) total[d] += b[d];
+        fn(x.rows[i], static_cast<const float*>(total));
         ++i;
         ++j;
       } else if (take_x) {
-        fn(x.rows[i], x.values.data() + i * width);
+        fn(x.rows[i], x.at(i, width, own));
         ++i;
       } else {
-        fn(y.rows[j], y.values.data() + j * width);
+        fn(y.rows[j], y.at(j, width, own));
         ++j;
       }
     }
@@ -187,7 +243,6 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, s
   }
   std::vector<std::size_t> at(blocks_.size());
   for (std::size_t j = 0; j < blocks_.size(); ++j) at[j] = bound(blocks_[j], lo);
-  scratch.resize(width);
   for (;;) {
     std::int64_t row = hi;
     std::size_t count = 0, only = 0;
@@ -206,20 +261,20 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, s
     for (std::size_t j = 0; j < blocks_.size(); ++j)
       if (at[j] + kAhead < blocks_[j].rows.size() && blocks_[j].rows[at[j]] == row) ahead(blocks_[j].rows[at[j] + kAhead]);
     if (count == 1) {
-      fn(row, blocks_[only].values.data() + at[only] * width);
+      fn(row, blocks_[only].at(at[only], width, own));
       ++at[only];
       continue;
     }
     bool first = true;
     for (std::size_t j = 0; j < blocks_.size(); ++j) {
       if (at[j] >= blocks_[j].rows.size() || blocks_[j].rows[at[j]] != row) continue;
-      const float* v = blocks_[j].values.data() + at[j] * width;
-      if (first) std::copy_n(v, width, scratch.data());  // not memcpy: null pointers for D = 0
-      else for (std::size_t d = 0; d < width; ++d) scratch[d] += v[d];
+      const float* v = blocks_[j].at(at[j], width, own);
+      if (first) std::copy_n(v, width, total);  // not memcpy: null pointers for D = 0
+      else for (std::size_t d = 0; d < width; ++d) total[d] += v[d];
       first = false;
       ++at[j];
     }
-    fn(row, static_cast<const float*>(scratch.data()));
+    fn(row, static_cast<const float*>(total));
   }
 }
 

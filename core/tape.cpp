@@ -92,12 +92,14 @@ void GradSink::add(std::size_t i, const Tensor& g) {
 void GradSink::add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values,
                         bool sparse) {
   if (!wants(i)) return;
-  add_rows(i, RowBlock{{rows.begin(), rows.end()}, {values.begin(), values.end()}}, sparse);
+  add_rows(i, RowBlock{{rows.begin(), rows.end()}, {values.begin(), values.end()}, nullptr}, sparse);
 }
 
 void GradSink::add_rows(std::size_t i, RowBlock&& block, bool sparse) {
   if (!wants(i)) return;
   TensorImpl& target = *node_.inputs[i];
+  // Checks and hooks look at the values: a deferred block (RowSums) computes them here.
+  if (anomaly_mode_enabled() || !target.grad_hooks.empty()) materialize(block);
   if (anomaly_mode_enabled()) detail::check_gradient_finite(node_, i, block.values, block.rows);
   Grad& grad = grad_of(target);
   for (const auto& [id, hook] : target.grad_hooks)

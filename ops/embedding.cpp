@@ -146,15 +146,14 @@ void embedding_backward(const EmbeddingSaved& s, const Tensor& grad_out, GradSin
   positions.reserve(s.indices.size());
   for (std::size_t i = 0; i < s.indices.size(); ++i)
     if (!s.pad || s.indices[i] != *s.pad) positions.push_back(static_cast<std::uint32_t>(i));
-  const detail::RowGroups groups = detail::group_by_row(s.indices, std::move(positions), s.num_rows);
+  detail::RowGroups groups = detail::group_by_row(s.indices, std::move(positions), s.num_rows);
   std::vector<float> coef;
   if (s.scale_grad_by_freq) {
     const std::vector<std::int64_t> counts = detail::index_counts(s.indices);
     coef.resize(s.indices.size());
     for (std::size_t i = 0; i < coef.size(); ++i) coef[i] = 1.0f / static_cast<float>(counts[i]);
   }
-  sink.add_rows(0, detail::reduce_rows(groups, grad_out.data(), width, nullptr, coef.empty() ? nullptr : coef.data()),
-                s.sparse);
+  sink.add_rows(0, detail::reduce_rows(std::move(groups), grad_out, width, {}, std::move(coef)), s.sparse);
 }
 
 }  // namespace

@@ -281,7 +281,7 @@ void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector
 // dW[r] += Σ_{i: x_i = r} c_i g[bag(i)], c_i = w_i / denom[b] (times 1/count(x_i) with
 // scale_grad_by_freq), over the non-padding positions of bags with a gradient. Grouped by row
 // first (ops/embedding_kernels.cpp): the Grad receives one entry per unique row, rows sorted.
-void weighted_bags_weight_grad(const BagSaved& s, const float* g, GradSink& sink) {
+void weighted_bags_weight_grad(const BagSaved& s, const Tensor& g, GradSink& sink) {
   const auto width = static_cast<std::size_t>(s.dim);
   const std::vector<std::int64_t> counts =
       s.scale_grad_by_freq ? detail::index_counts(s.input) : std::vector<std::int64_t>{};
@@ -304,8 +304,8 @@ void weighted_bags_weight_grad(const BagSaved& s, const float* g, GradSink& sink
       coef[i] = static_cast<float>(c);
     }
   }
-  const detail::RowGroups groups = detail::group_by_row(s.input, std::move(positions), s.num_rows);
-  sink.add_rows(0, detail::reduce_rows(groups, g, width, bag_of.data(), unit ? nullptr : coef.data()), s.sparse);
+  detail::RowGroups groups = detail::group_by_row(s.input, std::move(positions), s.num_rows);
+  sink.add_rows(0, detail::reduce_rows(std::move(groups), g, width, std::move(bag_of), std::move(coef)), s.sparse);
 }
 
 // Exact derivatives of the three weighted formulas, with dot_i = <g[b], W[x_i]>:
@@ -375,7 +375,7 @@ void embedding_bag_backward(const BagSaved& s, const Tensor& grad_out, GradSink&
     if (sink.wants(0)) max_bags_weight_grad(s, g, sink);
     return;
   }
-  if (sink.wants(0)) weighted_bags_weight_grad(s, g, sink);
+  if (sink.wants(0)) weighted_bags_weight_grad(s, grad_out, sink);
   if (sink.wants(1)) weighted_bags_psw_grad(s, g, sink);
 }
 

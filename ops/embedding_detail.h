@@ -61,9 +61,11 @@ struct RowGroups {
 // positions: the positions that send a gradient, increasing; every keys[p] in [0, num_rows).
 RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions, std::int64_t num_rows);
 
-// value[u] = Σ_{p in group u, increasing} coef[p] * g[src[p]] (width floats each; coef null = 1,
-// src null = p itself). Split over threads by unique row; each row summed in position order.
-RowBlock reduce_rows(const RowGroups& groups, const float* g, std::size_t width, const std::uint32_t* src,
-                     const float* coef);
+// The U unique rows with value[u] = Σ_{p in group u, increasing} coef[p] * g[src[p]] (width
+// floats each; coef empty = 1, src empty = p itself), as a deferred block (RowSums, core/grad.h):
+// the sums are computed by whoever reads the values (the fused optimizer walk, a dense
+// scatter, coalesce), each row by one thread in position order.
+RowBlock reduce_rows(RowGroups&& groups, const Tensor& g, std::size_t width, std::vector<std::uint32_t> src,
+                     std::vector<float> coef);
 
 }  // namespace hitch::detail

@@ -96,31 +96,18 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
   return g;
 }
 
-RowBlock reduce_rows(const RowGroups& groups, const float* g, std::size_t width, const std::uint32_t* src,
-                     const float* coef) {
-  const std::size_t unique = groups.rows.size();
-  RowBlock block = make_row_block(unique, width);
-  std::copy(groups.rows.begin(), groups.rows.end(), block.rows.begin());
-  const std::size_t per_row = width * std::max<std::size_t>(1, groups.order.size() / std::max<std::size_t>(1, unique));
-  parallel_for(unique, min_chunk_for(per_row), [&](std::size_t b, std::size_t e) {
-    for (std::size_t u = b; u < e; ++u) {
-      float* out = block.values.data() + u * width;
-      const std::uint32_t lo = groups.starts[u];
-      const std::uint32_t hi = groups.starts[u + 1];
-      for (std::uint32_t k = lo; k < hi; ++k) {
-        const std::uint32_t p = groups.order[k];
-        const float* gp = g + static_cast<std::size_t>(src ? src[p] : p) * width;
-        if (coef == nullptr) {
-          if (k == lo) std::copy_n(gp, width, out);  // not memcpy: null pointers for D = 0
-          else for (std::size_t d = 0; d < width; ++d) out[d] += gp[d];
-        } else {
-          const float c = coef[p];
-          if (k == lo) for (std::size_t d = 0; d < width; ++d) out[d] = c * gp[d];
-          else for (std::size_t d = 0; d < width; ++d) out[d] += c * gp[d];
-        }
-      }
-    }
-  });
+RowBlock reduce_rows(RowGroups&& groups, const Tensor& g, std::size_t width, std::vector<std::uint32_t> src,
+                     std::vector<float> coef) {
+  auto sums = std::make_shared<RowSums>();
+  sums->starts = std::move(groups.starts);
+  sums->order = std::move(groups.order);
+  sums->src = std::move(src);
+  sums->coef = std::move(coef);
+  sums->g = g;
+  sums->width = width;
+  RowBlock block;
+  block.rows.assign(groups.rows.begin(), groups.rows.end());
+  block.sums = std::move(sums);
   return block;
 }
 
