@@ -47,7 +47,7 @@ inline void prefetch_row(const float* array, std::int64_t row, std::size_t width
 // width and nothing is contracted into FMA, so results are bitwise the same either way.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) && \
     !defined(__clang__)  // TSan: an ifunc resolver runs before its runtime starts and crashes
-#define HITCH_TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#define HITCH_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define HITCH_TARGET_CLONES
 #endif
