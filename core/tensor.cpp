@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 #include <new>
 #include <numbers>
 
@@ -205,7 +206,15 @@ Tensor::Tensor(Shape shape, std::vector<float> values) {
   impl_ = make_impl(std::move(shape), FloatStorage(values.begin(), values.end()));
 }
 
-Tensor Tensor::empty(Shape shape) { return full(std::move(shape), 0.0f); }
+Tensor Tensor::empty(Shape shape) {
+  check_shape("Tensor::empty", shape);
+  const auto n = static_cast<std::size_t>(numel_of(shape));
+#ifdef NDEBUG
+  return Tensor(make_impl(std::move(shape), FloatStorage(n)));
+#else
+  return Tensor(make_impl(std::move(shape), FloatStorage(n, std::numeric_limits<float>::quiet_NaN())));
+#endif
+}
 Tensor Tensor::zeros(Shape shape) { return full(std::move(shape), 0.0f); }
 Tensor Tensor::ones(Shape shape) { return full(std::move(shape), 1.0f); }
 Tensor Tensor::scalar(float value) { return Tensor(Shape{}, {value}); }

@@ -69,6 +69,15 @@ struct StorageAllocator {
   T* allocate(std::size_t n) { return static_cast<T*>(storage_allocate(n * sizeof(T))); }
   void deallocate(T* p, std::size_t n) noexcept { storage_deallocate(p, n * sizeof(T)); }
   friend bool operator==(const StorageAllocator&, const StorageAllocator&) { return true; }
+  // FloatStorage(n) leaves the values unset (Tensor::empty); FloatStorage(n, v) fills them.
+  template <class U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
 };
 using FloatStorage = std::vector<float, StorageAllocator<float>>;
 
@@ -104,7 +113,10 @@ class Tensor {
   Tensor(Shape shape, std::vector<float> values);  // values.size() must equal the numel
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  static Tensor empty(Shape shape);  // for op outputs that are fully written (zero-filled today)
+  // For op outputs that are fully written: the values are left unset (not zero-filled) in
+  // optimised builds and set to NaN in builds without NDEBUG, so a kernel that reads a value it
+  // never wrote shows up in the (Debug-built) test suite.
+  static Tensor empty(Shape shape);
   static Tensor zeros(Shape shape);
   static Tensor ones(Shape shape);
   static Tensor full(Shape shape, float value);

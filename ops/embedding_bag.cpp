@@ -170,6 +170,7 @@ template <std::size_t W>
     float* ob = out + b * width;
     float local[W != 0 ? W : 1] = {};
     float* sum = W != 0 ? local : ob;
+    if (W == 0) std::fill(ob, ob + width, 0.0f);  // out is not zero-filled (Tensor::empty)
     double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
     std::int64_t n = 0;
     for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
@@ -187,7 +188,10 @@ template <std::size_t W>
         for (std::size_t d = 0; d < width; ++d) sum[d] += row[d];
       }
     }
-    if (n == 0) continue;  // empty or all padding: zero row, no gradient
+    if (n == 0) {  // empty or all padding: zero row, no gradient
+      std::fill(ob, ob + width, 0.0f);
+      continue;
+    }
     if (s.mode == BagMode::Sum) {
       denom[b] = 1.0;
       if (W != 0) std::copy_n(sum, width, ob);
@@ -259,6 +263,7 @@ void max_bags_forward_w(const BagSaved& s, const float* w, float* out, std::vect
           ob[d] = take ? v : o;
         }
       }
+      if (first) std::fill(ob, ob + width, 0.0f);  // empty or all padding: zero row
       if (!with_argmax || first) continue;
       std::int64_t* ab = argmax.data() + b * width;
       for (std::size_t i = lo; i < hi; ++i) {
@@ -397,7 +402,7 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
   s.forward_input = input.data();
   s.bounds = std::move(bounds);
   const auto num_bags = static_cast<std::int64_t>(s.bounds.size()) - 1;
-  Tensor out = Tensor::zeros({num_bags, s.dim});
+  Tensor out = Tensor::empty({num_bags, s.dim});  // every kernel writes every row
   if (o.mode == BagMode::Max) {
     max_bags_forward(s, weight.data(), out.data(), s.argmax, will_record({weight}));
   } else {

@@ -55,6 +55,7 @@ std::string read(const std::filesystem::path& path) {
 TEST_CASE("error catalog: Tensor and IndexTensor construction") {
   CHECK_THROWS_WITH_AS(Tensor({2, -1}, {}), "Tensor: shape [2,-1] has a negative size -1 at dim 1", Error);
   CHECK_THROWS_WITH_AS(Tensor::full({-3}, 1.0f), "Tensor::full: shape [-3] has a negative size -3 at dim 0", Error);
+  CHECK_THROWS_WITH_AS(Tensor::empty({2, -1}), "Tensor::empty: shape [2,-1] has a negative size -1 at dim 1", Error);
   CHECK_THROWS_WITH_AS(IndexTensor({-1}, {}), "IndexTensor: shape [-1] has a negative size -1 at dim 0", Error);
   CHECK_THROWS_WITH_AS(IndexTensor({2, 2}, {1, 2, 3}), "IndexTensor: shape [2,2] needs 4 values, got 3", Error);
   CHECK_THROWS_WITH_AS(IndexTensor::arange(0, 3, 0), "IndexTensor::arange: step must be non-zero, got 0", Error);
