@@ -78,20 +78,39 @@ struct RowSums {
   }
 
   void row(std::size_t u, float* out) const {
-    const float* gd = g.data();
-    const std::uint32_t lo = starts[u], hi = starts[u + 1];
-    for (std::uint32_t k = lo; k < hi; ++k) {
-      const std::uint32_t p = order[k];
-      const float* gp = gd + static_cast<std::size_t>(src.empty() ? p : src[p]) * width;
-      if (coef.empty()) {
-        if (k == lo) std::copy_n(gp, width, out);  // not memcpy: null pointers for D = 0
-        else for (std::size_t d = 0; d < width; ++d) out[d] += gp[d];
-      } else {
-        const float c = coef[p];
-        if (k == lo) for (std::size_t d = 0; d < width; ++d) out[d] = c * gp[d];
-        else for (std::size_t d = 0; d < width; ++d) out[d] += c * gp[d];
-      }
+    switch (width) {  // common widths: the row's sum stays in registers, written once
+      case 16: return row_w<16>(u, out);
+      case 32: return row_w<32>(u, out);
+      case 64: return row_w<64>(u, out);
+      case 128: return row_w<128>(u, out);
+      default: return row_w<0>(u, out);
     }
+  }
+
+ private:
+  // The same additions in the same order for every W (W = 0: width read at run time, summed in out).
+  template <std::size_t W>
+  void row_w(std::size_t u, float* out) const {
+    const std::size_t n = W != 0 ? W : width;
+    float local[W != 0 ? W : 1];
+    float* acc = W != 0 ? local : out;
+    const float* gd = g.data();
+    auto at = [&](std::uint32_t k, float& c) {
+      const std::uint32_t p = order[k];
+      c = coef.empty() ? 1.0f : coef[p];
+      return gd + static_cast<std::size_t>(src.empty() ? p : src[p]) * n;
+    };
+    const std::uint32_t lo = starts[u], hi = starts[u + 1];  // hi > lo: a row has an occurrence
+    float c = 1.0f;
+    const float* gp = at(lo, c);
+    if (coef.empty()) for (std::size_t d = 0; d < n; ++d) acc[d] = gp[d];
+    else for (std::size_t d = 0; d < n; ++d) acc[d] = c * gp[d];
+    for (std::uint32_t k = lo + 1; k < hi; ++k) {
+      gp = at(k, c);
+      if (coef.empty()) for (std::size_t d = 0; d < n; ++d) acc[d] += gp[d];
+      else for (std::size_t d = 0; d < n; ++d) acc[d] += c * gp[d];
+    }
+    if (W != 0) for (std::size_t d = 0; d < n; ++d) out[d] = acc[d];
   }
 };
 
