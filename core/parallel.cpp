@@ -1,15 +1,17 @@
 // hitch/core/parallel.cpp: a small fixed pool of parked std::threads (see parallel.h).
 //
-// One job at a time: the caller publishes (fn, chunk count) and runs chunk 0; worker w runs
-// chunk w and counts itself done. Jobs come from one thread at a time (a second caller waits on
-// job_mutex_), nested calls run serially.
+// One job at a time: the caller publishes (fn, chunk count); the caller and the workers claim
+// chunks from the job word one by one (an atomic counter) and count them done. Which thread runs
+// a chunk does not matter: its work is fixed by its number, so results do not depend on it.
+// Jobs come from one thread at a time (a second caller waits on job_mutex_), nested calls run
+// serially.
 //
 // Waking a thread parked on a condition variable costs ~50 us on a VM (the idle vCPU has to be
 // interrupted and rescheduled), more than a whole embedding kernel at the benchmark's sizes. So
 // after a job a worker spins on the job word for kSpin before it parks, and the caller spins on
 // the pending count before it blocks: back-to-back kernels of one training step hand work over
-// in well under a microsecond. The job word packs (generation, chunk count) into one atomic, so a
-// worker that is not part of a job can never pair one job's generation with another's count.
+// in well under a microsecond. The job word packs (generation, chunk count, next chunk) into one
+// atomic, so a worker that wakes late can never claim a chunk of a job it did not see published.
 #include "core/parallel.h"
 
 #include <algorithm>
@@ -42,7 +44,8 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins until ready() or kSpin has passed; true if ready.
+// Spins until ready() or kSpin has passed; true if ready. (Yielding the core between checks
+// was tried: on an idle machine it took away most of the 2-thread gain.)
 template <class Ready>
 bool spin_until(Ready ready) {
   const auto until = std::chrono::steady_clock::now() + kSpin;
@@ -67,32 +70,56 @@ class Pool {
     ensure_workers(chunks - 1);
     job_ = &chunk;
     error_ = nullptr;
-    pending_.store(chunks - 1, std::memory_order_relaxed);
+    finished_.store(0, std::memory_order_relaxed);
+    std::uint64_t generation = 0;
     {
       // Under the mutex, so a worker about to park cannot miss the new word.
       std::lock_guard lock(mutex_);
-      const std::uint64_t generation = (word_.load(std::memory_order_relaxed) >> kChunkBits) + 1;
-      word_.store(generation << kChunkBits | chunks, std::memory_order_release);
+      generation = (word_.load(std::memory_order_relaxed) >> kGenShift) + 1;
+      word_.store(generation << kGenShift | chunks << kCountShift, std::memory_order_release);
     }
     wake_.notify_all();
-    run_chunk(0);
-    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    run_chunks(generation);
+    auto all_done = [&] { return finished_.load(std::memory_order_acquire) == chunks; };
+    if (!spin_until(all_done)) {
       std::unique_lock lock(mutex_);
-      done_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+      done_.wait(lock, all_done);
     }
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  static constexpr int kChunkBits = 16;  // chunks <= 256 threads
+  // The job word: generation (32 bits) | chunk count (16) | next unclaimed chunk (16).
+  static constexpr int kGenShift = 32;
+  static constexpr int kCountShift = 16;
+  static constexpr std::uint64_t kField = 0xFFFF;
 
   void ensure_workers(std::size_t n) {
     while (workers_.size() < n) {
-      const std::size_t id = workers_.size() + 1;
       // The generation before the job being published: a new thread may start after it.
-      const std::uint64_t seen = word_.load(std::memory_order_relaxed) >> kChunkBits;
-      workers_.emplace_back([this, id, seen] { work(id, seen); });
+      const std::uint64_t seen = word_.load(std::memory_order_relaxed) >> kGenShift;
+      workers_.emplace_back([this, seen] { work(seen); });
+    }
+  }
+
+  // Claims chunks of job `generation` one at a time and runs them, until none is left (or a
+  // newer job was published, for a worker that woke late). The caller runs this too, so a
+  // worker that is slow to wake (its core busy with another process) costs nothing but the
+  // chunks it never claimed: the caller takes them.
+  void run_chunks(std::uint64_t generation) {
+    std::uint64_t word = word_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t next = word & kField;
+      if ((word >> kGenShift) != generation || next >= ((word >> kCountShift) & kField)) return;
+      if (!word_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      run_chunk(static_cast<std::size_t>(next));
+      const std::uint64_t chunks = (word >> kCountShift) & kField;
+      if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+        std::lock_guard lock(mutex_);  // the caller checks finished_ under it before it blocks
+        done_.notify_one();
+      }
+      word = word_.load(std::memory_order_acquire);
     }
   }
 
@@ -107,24 +134,19 @@ class Pool {
     inside_chunk = false;
   }
 
-  void work(std::size_t id, std::uint64_t seen) {
+  void work(std::uint64_t seen) {
     for (;;) {
       std::uint64_t word = 0;
       auto fresh = [&] {
         word = word_.load(std::memory_order_acquire);
-        return (word >> kChunkBits) != seen;
+        return (word >> kGenShift) != seen;
       };
       if (!spin_until(fresh)) {
         std::unique_lock lock(mutex_);
         wake_.wait(lock, fresh);
       }
-      seen = word >> kChunkBits;
-      if (id >= (word & ((std::uint64_t{1} << kChunkBits) - 1))) continue;  // not in this job
-      run_chunk(id);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard lock(mutex_);  // the caller checks pending_ under it before it blocks
-        done_.notify_one();
-      }
+      seen = word >> kGenShift;
+      run_chunks(seen);
     }
   }
 
@@ -133,8 +155,8 @@ class Pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(std::size_t)>* job_ = nullptr;
-  std::atomic<std::uint64_t> word_{0};  // generation << kChunkBits | chunk count
-  std::atomic<std::size_t> pending_{0};
+  std::atomic<std::uint64_t> word_{0};
+  std::atomic<std::uint64_t> finished_{0};
   std::exception_ptr error_;
   std::atomic<int> threads_{1};
 };

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <thread>
 
@@ -117,8 +119,9 @@ TEST_CASE("threads: back-to-back jobs with changing chunk counts run every item 
 }
 
 TEST_CASE("parallel_for in a forked child uses the child's own threads") {
-  // The parent's workers do not exist in a child; without a fresh pool the child would wait for
-  // them forever (ctest's timeout would catch that as a failure).
+  // The parent's workers do not exist in a child. The child gets a fresh pool: its two chunks
+  // run at the same time on two threads (each waits, up to 5 s, to see the other one start;
+  // run one after the other, the first would time out).
   Threads guard(2);
   std::vector<int> seen(100000, 0);
   parallel_for(seen.size(), 1000, [&](std::size_t b, std::size_t e) {  // the parent's pool has a worker
@@ -127,20 +130,40 @@ TEST_CASE("parallel_for in a forked child uses the child's own threads") {
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    bool other_thread = false;
-    const auto self = std::this_thread::get_id();
+    std::atomic<int> started{0}, saw_both{0};
     std::vector<int> child(100000, 0);
-    parallel_for(child.size(), 1000, [&](std::size_t b, std::size_t e) {
-      if (std::this_thread::get_id() != self) other_thread = true;  // only chunk 1 writes it
+    parallel_for(child.size(), child.size() / 2, [&](std::size_t b, std::size_t e) {
+      started.fetch_add(1);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (started.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      if (started.load() == 2) saw_both.fetch_add(1);
       for (std::size_t i = b; i < e; ++i) ++child[i];
     });
-    const bool ok = std::count(child.begin(), child.end(), 1) == 100000 && other_thread && get_num_threads() == 2;
+    const bool ok = std::count(child.begin(), child.end(), 1) == 100000 && saw_both.load() == 2 && get_num_threads() == 2;
     _exit(ok ? 0 : 1);
   }
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("threads: parallel_for called from two threads at once runs both jobs completely") {
+  // The pool runs one job at a time (a second caller waits for the first job to finish); each
+  // job still covers every item exactly once, whichever threads claimed its chunks.
+  Threads guard(2);
+  std::vector<int> a(200000, 0), b(200000, 0);
+  std::thread other([&] {
+    parallel_for(a.size(), 1000, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) ++a[i];
+    });
+  });
+  parallel_for(b.size(), 1000, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) ++b[i];
+  });
+  other.join();
+  CHECK(std::count(a.begin(), a.end(), 1) == 200000);
+  CHECK(std::count(b.begin(), b.end(), 1) == 200000);
 }
 
 TEST_CASE("threads: 1 and 2 threads give bitwise identical forward values and trained tables") {
