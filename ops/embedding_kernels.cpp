@@ -36,6 +36,70 @@ void gather_rows(const float* w, std::span<const std::int64_t> idx, std::size_t 
   });
 }
 
+namespace {
+
+// Stable LSD radix sort of items by the digits (item >> (shift0 + pass * digit_bits)) & (buckets
+// - 1), pass = 0 .. passes - 1. Large inputs are split into contiguous chunks, one per thread:
+// each chunk counts its own digits, the offsets are laid out bucket by bucket and chunk by chunk
+// within a bucket, and each chunk scatters its items in order, so the result is the one stable
+// order whatever the thread count.
+template <class Item, class Digit>
+void radix_sort(std::vector<Item>& items, int passes, std::size_t buckets, Digit digit) {
+  if (passes == 0) return;
+  const std::size_t m = items.size();
+  constexpr std::size_t kMinChunk = std::size_t{1} << 13;  // items per thread, at least
+  const std::size_t chunks =
+      std::max<std::size_t>(1, std::min(static_cast<std::size_t>(get_num_threads()), m / kMinChunk));
+  std::vector<Item> tmp(m);
+  std::vector<std::uint32_t> count(chunks * buckets);  // m < 2^32: positions are uint32
+  if (chunks == 1) {  // the plain loops (measurably faster than the chunked ones on one thread)
+    for (int pass = 0; pass < passes; ++pass) {
+      if (pass > 0) std::fill(count.begin(), count.end(), 0);
+      for (const Item v : items) ++count[digit(v, pass)];
+      std::uint32_t sum = 0;
+      for (auto& c : count) {
+        const std::uint32_t n = c;
+        c = sum;
+        sum += n;
+      }
+      for (const Item v : items) tmp[count[digit(v, pass)]++] = v;
+      items.swap(tmp);
+    }
+    return;
+  }
+  auto lo = [&](std::size_t c) { return m * c / chunks; };
+  for (int pass = 0; pass < passes; ++pass) {
+    std::fill(count.begin(), count.end(), 0);
+    auto count_chunk = [&, buckets, pass](std::size_t c) {
+      std::uint32_t* cnt = count.data() + c * buckets;
+      const std::size_t end = lo(c + 1);
+      for (std::size_t k = lo(c); k < end; ++k) ++cnt[digit(items[k], pass)];
+    };
+    auto scatter_chunk = [&, buckets, pass](std::size_t c) {
+      std::uint32_t* at = count.data() + c * buckets;
+      const std::size_t end = lo(c + 1);
+      for (std::size_t k = lo(c); k < end; ++k) tmp[at[digit(items[k], pass)]++] = items[k];
+    };
+    parallel_for(chunks, 1, [&](std::size_t b, std::size_t e) {
+      for (std::size_t c = b; c < e; ++c) count_chunk(c);
+    });
+    std::uint32_t sum = 0;  // bucket-major, then chunk: stable across chunks
+    for (std::size_t bucket = 0; bucket < buckets; ++bucket)
+      for (std::size_t c = 0; c < chunks; ++c) {
+        std::uint32_t& slot = count[c * buckets + bucket];
+        const std::uint32_t n = slot;
+        slot = sum;
+        sum += n;
+      }
+    parallel_for(chunks, 1, [&](std::size_t b, std::size_t e) {
+      for (std::size_t c = b; c < e; ++c) scatter_chunk(c);
+    });
+    items.swap(tmp);
+  }
+}
+
+}  // namespace
+
 RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions,
                        std::int64_t num_rows) {
   RowGroups g;
@@ -51,28 +115,14 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
   const int passes = (bits + kMaxBits - 1) / kMaxBits;
   const int digit_bits = passes == 0 ? 0 : (bits + passes - 1) / passes;
   const std::size_t buckets = std::size_t{1} << digit_bits;
-  std::vector<std::uint32_t> count(buckets);  // m < 2^32: positions are uint32
-  auto radix = [&](auto& items, auto digit_of) {
-    if (bits == 0) return;
-    std::remove_reference_t<decltype(items)> tmp(items.size());
-    for (int shift = 0; shift < bits; shift += digit_bits) {
-      if (shift > 0) std::fill(count.begin(), count.end(), 0);
-      for (const auto v : items) ++count[digit_of(v, shift)];
-      std::uint32_t sum = 0;
-      for (auto& c : count) {
-        const std::uint32_t n = c;
-        c = sum;
-        sum += n;
-      }
-      for (const auto v : items) tmp[count[digit_of(v, shift)]++] = v;
-      items.swap(tmp);
-    }
-  };
   g.starts.reserve(m / 2 + 1);
+  g.rows.reserve(m / 2 + 1);
   if (bits <= 32) {
     std::vector<std::uint64_t> items(m);
     for (std::size_t k = 0; k < m; ++k) items[k] = static_cast<std::uint64_t>(keys[positions[k]]) << 32 | positions[k];
-    radix(items, [buckets](std::uint64_t v, int shift) { return static_cast<std::size_t>((v >> (32 + shift)) & (buckets - 1)); });
+    radix_sort(items, passes, buckets, [buckets, digit_bits](std::uint64_t v, int pass) {
+      return static_cast<std::size_t>((v >> (32 + pass * digit_bits)) & (buckets - 1));
+    });
     for (std::size_t k = 0; k < m; ++k) {
       positions[k] = static_cast<std::uint32_t>(items[k]);
       if (k == 0 || (items[k] >> 32) != (items[k - 1] >> 32)) {
@@ -82,8 +132,8 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
     }
     g.order = std::move(positions);
   } else {
-    radix(positions, [&](std::uint32_t p, int shift) {
-      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> shift) & (buckets - 1));
+    radix_sort(positions, passes, buckets, [&](std::uint32_t p, int pass) {
+      return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> (pass * digit_bits)) & (buckets - 1));
     });
     g.order = std::move(positions);
     for (std::size_t k = 0; k < m; ++k)

@@ -44,3 +44,29 @@ TEST_CASE("group_by_row: equals a stable sort by row for one pass, several passe
     }
   }
 }
+
+TEST_CASE("group_by_row: split over 2 threads, the order is the same stable sort") {
+  // Large enough for the radix sort's per-thread chunks (8K positions each), with one and two
+  // row-digit passes and the 64-bit path.
+  Generator gen(11);
+  for (const std::int64_t num_rows : {std::int64_t{1000}, std::int64_t{100000}, (std::int64_t{1} << 40) + 5}) {
+    CAPTURE(num_rows);
+    const std::size_t m = 50000;
+    std::vector<std::int64_t> keys(m);
+    for (auto& k : keys) k = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(std::min<std::int64_t>(num_rows, 30000))));
+    std::vector<std::uint32_t> positions;
+    for (std::uint32_t p = 0; p < m; ++p)
+      if (p % 5 != 1) positions.push_back(p);
+    std::vector<std::uint32_t> expected = positions;
+    std::stable_sort(expected.begin(), expected.end(), [&](std::uint32_t a, std::uint32_t b) { return keys[a] < keys[b]; });
+    for (const int threads : {1, 2}) {
+      set_num_threads(threads);
+      const detail::RowGroups g = detail::group_by_row(keys, positions, num_rows);
+      CHECK(g.order == expected);
+      REQUIRE(g.starts.size() == g.rows.size() + 1);
+      for (std::size_t u = 0; u < g.rows.size(); ++u)
+        REQUIRE(keys[g.order[g.starts[u]]] == g.rows[u]);
+    }
+    set_num_threads(1);
+  }
+}
