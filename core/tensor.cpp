@@ -132,10 +132,28 @@ struct CachedBlock {
   std::size_t bytes = 0;
 };
 thread_local bool cache_gone = false;
+template <std::size_t kBlocks, std::size_t kBytes>
 struct BlockCache {
-  std::array<CachedBlock, kCacheBlocks> blocks;
+  std::array<CachedBlock, kBlocks> blocks;
   std::size_t count = 0;
   std::size_t bytes = 0;
+  void* take(std::size_t want) noexcept {
+    for (std::size_t i = count; i-- > 0;)  // newest first: most likely still in cache
+      if (blocks[i].bytes == want) {
+        void* p = blocks[i].p;
+        std::move(blocks.begin() + static_cast<std::ptrdiff_t>(i + 1), blocks.begin() + static_cast<std::ptrdiff_t>(count),
+                  blocks.begin() + static_cast<std::ptrdiff_t>(i));
+        --count;
+        bytes -= want;
+        return p;
+      }
+    return nullptr;
+  }
+  void keep(void* p, std::size_t size) noexcept {
+    while (count > 0 && (count == kBlocks || bytes + size > kBytes)) drop_oldest();
+    blocks[count++] = CachedBlock{p, size};
+    bytes += size;
+  }
   void drop_oldest() noexcept {
     ::operator delete(blocks[0].p, kStorageAlign);
     bytes -= blocks[0].bytes;
@@ -147,21 +165,17 @@ struct BlockCache {
     while (count > 0) drop_oldest();
   }
 };
-thread_local BlockCache block_cache;
+thread_local BlockCache<kCacheBlocks, kCacheBytes> block_cache;
+// Small blocks too (a training step's shapes repeat every step): glibc's aligned allocation
+// (_int_memalign) is several times slower than taking a block back from this list.
+constexpr std::size_t kSmallBlocks = 32;
+constexpr std::size_t kSmallBytes = std::size_t{1} << 20;
+thread_local BlockCache<kSmallBlocks, kSmallBytes> small_cache;
 }  // namespace
 
 void* storage_allocate(std::size_t bytes) {
-  if (kCacheOn && bytes >= kCacheMin && !cache_gone) {
-    BlockCache& c = block_cache;
-    for (std::size_t i = c.count; i-- > 0;)  // newest first: most likely still in cache
-      if (c.blocks[i].bytes == bytes) {
-        void* p = c.blocks[i].p;
-        std::move(c.blocks.begin() + static_cast<std::ptrdiff_t>(i + 1), c.blocks.begin() + static_cast<std::ptrdiff_t>(c.count),
-                  c.blocks.begin() + static_cast<std::ptrdiff_t>(i));
-        --c.count;
-        c.bytes -= bytes;
-        return p;
-      }
+  if (kCacheOn && !cache_gone && bytes > 0 && bytes <= kCacheMax) {
+    if (void* p = bytes >= kCacheMin ? block_cache.take(bytes) : small_cache.take(bytes)) return p;
   }
   if (bytes >= kHugeMin) {
     void* p = ::operator new(bytes, kHugeAlign);
@@ -178,11 +192,9 @@ void storage_deallocate(void* p, std::size_t bytes) noexcept {
     ::operator delete(p, kHugeAlign);
     return;
   }
-  if (kCacheOn && bytes >= kCacheMin && bytes <= kCacheMax && !cache_gone) {
-    BlockCache& c = block_cache;
-    while (c.count > 0 && (c.count == kCacheBlocks || c.bytes + bytes > kCacheBytes)) c.drop_oldest();
-    c.blocks[c.count++] = CachedBlock{p, bytes};
-    c.bytes += bytes;
+  if (kCacheOn && !cache_gone && bytes > 0 && bytes <= kCacheMax) {
+    if (bytes >= kCacheMin) block_cache.keep(p, bytes);
+    else small_cache.keep(p, bytes);
     return;
   }
   ::operator delete(p, kStorageAlign);

@@ -17,8 +17,11 @@ TEST_CASE("storage: small and large tensors start on a 64-byte boundary") {
   CHECK(aligned64(Tensor({2, 2}, {1.0f, 2.0f, 3.0f, 4.0f}).data()));
 }
 
-TEST_CASE("storage: a recycled large block is zero-filled again, and a block freed by another thread is fine") {
-  const std::int64_t rows = 1024, width = 64;  // 256 KB: cached size
+TEST_CASE("storage: a recycled block is zero-filled again, and a block freed by another thread is fine") {
+  // 256 KB (the large-block cache) and 512 bytes (the small-block cache).
+  for (const auto& size : {std::pair<std::int64_t, std::int64_t>{1024, 64}, {8, 16}}) {
+  const std::int64_t rows = size.first, width = size.second;
+  CAPTURE(rows);
   for (int round = 0; round < 3; ++round) {
     Tensor a = Tensor::full({rows, width}, 7.0f);
     CHECK(a.at({rows - 1, width - 1}) == 7.0f);
@@ -38,4 +41,5 @@ TEST_CASE("storage: a recycled large block is zero-filled again, and a block fre
     const Tensor t = Tensor::zeros({rows, width});  // the other thread's own (empty) cache
     CHECK(t.at({0, 0}) == 0.0f);
   }).join();
+  }
 }
