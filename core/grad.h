@@ -125,6 +125,18 @@ struct RowBlock {
 // Turns a block with sums into one with values (split over threads by row); no-op otherwise.
 void materialize(RowBlock& block);
 
+// One embedding lookup's gradient, not grouped by row: each position p in `positions`
+// (increasing) sends coef[p] * g[src[p]] (width floats; coef empty: 1, src empty: p) to row
+// keys[p]. Grad::add_lookup() takes it into a dense gradient without sorting.
+struct Lookup {
+  std::span<const std::int64_t> keys;
+  std::span<const std::uint32_t> positions;
+  const float* g = nullptr;
+  std::size_t width = 0;
+  std::span<const std::uint32_t> src;
+  std::span<const float> coef;
+};
+
 // A block of `rows` rows of `width` floats, contents unspecified. Its buffers are recycled from
 // sparse gradients that were zeroed or destroyed (a few are kept), so a training loop does not
 // allocate (and page-fault) a fresh gradient every step.
@@ -149,6 +161,16 @@ class Grad {
   void add_rows(std::span<const std::int64_t> rows, std::span<const float> values, bool sparse);
   // The same, taking the block over (no copy when it is kept sparse).
   void add_rows(RowBlock&& block, bool sparse);
+
+  // Dense layout (densifies): adds a lookup's gradient, each row's occurrences summed first in
+  // position order and the sum then added once, so the bits equal add_rows() of the grouped,
+  // summed block (RowSums). Uses a per-thread scratch of the gradient's size instead of a sort;
+  // only for gradients of at most kLookupMaxFloats floats (lookup_fits()).
+  static constexpr std::size_t kLookupMaxFloats = std::size_t{1} << 18;
+  static bool lookup_fits(const Shape& shape) {
+    return numel_of(shape) <= static_cast<std::int64_t>(kLookupMaxFloats) && !shape.empty();
+  }
+  void add_lookup(const Lookup& lookup);
 
   // Dense view: the values for a dense gradient, the scattered sum for a sparse one, zeros if
   // empty. A fresh tensor except for the dense layout, where it is the stored tensor itself.

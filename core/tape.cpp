@@ -89,6 +89,17 @@ void GradSink::add(std::size_t i, const Tensor& g) {
   grad_of(target).add(g);
 }
 
+bool GradSink::takes_lookup(std::size_t i) const {
+  if (!wants(i)) return false;
+  const TensorImpl& target = *node_.inputs[i];
+  return target.grad_hooks.empty() && !anomaly_mode_enabled() && Grad::lookup_fits(target.shape);
+}
+
+void GradSink::add_lookup(std::size_t i, const Lookup& lookup) {
+  if (!takes_lookup(i)) throw InternalError(fmt::format("{} backward: add_lookup for input {} that does not take it", node_.op, i));
+  grad_of(*node_.inputs[i]).add_lookup(lookup);
+}
+
 void GradSink::add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values,
                         bool sparse) {
   if (!wants(i)) return;

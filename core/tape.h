@@ -64,6 +64,11 @@ class GradSink {
   void add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values, bool sparse);
   // The same for a block the op built (embedding ops: sorted unique rows); kept without a copy.
   void add_rows(std::size_t i, RowBlock&& block, bool sparse);
+  // Embedding ops with a dense gradient: whether add_lookup() may take input i's gradient (it
+  // is wanted, small enough for Grad::add_lookup, and no grad hook or anomaly check wants the
+  // rows as a block), and the lookup itself: the same bits as grouping rows and add_rows().
+  bool takes_lookup(std::size_t i) const;
+  void add_lookup(std::size_t i, const Lookup& lookup);
 
  private:
   const Node& node_;

@@ -138,7 +138,8 @@ struct EmbeddingSaved {
 
 // dW[r] += Σ_{i: x_i = r, x_i != pad} g_i * s(x_i), s = 1 or 1/count(x_i). The positions are
 // grouped by row first (ops/embedding_kernels.cpp), so the Grad receives one entry per unique
-// row, rows sorted: scattered into a dense gradient or kept as one row-sparse block.
+// row, rows sorted: scattered into a dense gradient or kept as one row-sparse block. A small
+// table with a dense gradient skips the sort (Grad::add_lookup; the same bits).
 void embedding_backward(const EmbeddingSaved& s, const Tensor& grad_out, GradSink& sink) {
   if (!sink.wants(0)) return;
   const auto width = static_cast<std::size_t>(s.dim);
@@ -146,13 +147,18 @@ void embedding_backward(const EmbeddingSaved& s, const Tensor& grad_out, GradSin
   positions.reserve(s.indices.size());
   for (std::size_t i = 0; i < s.indices.size(); ++i)
     if (!s.pad || s.indices[i] != *s.pad) positions.push_back(static_cast<std::uint32_t>(i));
-  detail::RowGroups groups = detail::group_by_row(s.indices, std::move(positions), s.num_rows);
   std::vector<float> coef;
   if (s.scale_grad_by_freq) {
     const std::vector<std::int64_t> counts = detail::index_counts(s.indices);
     coef.resize(s.indices.size());
     for (std::size_t i = 0; i < coef.size(); ++i) coef[i] = 1.0f / static_cast<float>(counts[i]);
   }
+  if (!s.sparse && sink.takes_lookup(0)) {  // a small dense table: no sort (same bits)
+    sink.add_lookup(0, Lookup{.keys = s.indices, .positions = positions, .g = grad_out.data(), .width = width, .src = {},
+                              .coef = coef});
+    return;
+  }
+  detail::RowGroups groups = detail::group_by_row(s.indices, std::move(positions), s.num_rows);
   sink.add_rows(0, detail::reduce_rows(std::move(groups), grad_out, width, {}, std::move(coef)), s.sparse);
 }
 

@@ -285,7 +285,9 @@ void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector
 
 // dW[r] += Σ_{i: x_i = r} c_i g[bag(i)], c_i = w_i / denom[b] (times 1/count(x_i) with
 // scale_grad_by_freq), over the non-padding positions of bags with a gradient. Grouped by row
-// first (ops/embedding_kernels.cpp): the Grad receives one entry per unique row, rows sorted.
+// first (ops/embedding_kernels.cpp): the Grad receives one entry per unique row, rows sorted;
+// for a small table with a dense gradient, Grad::add_lookup sums rows in a scratch instead of
+// sorting (the same bits).
 void weighted_bags_weight_grad(const BagSaved& s, const Tensor& g, GradSink& sink) {
   const auto width = static_cast<std::size_t>(s.dim);
   const std::vector<std::int64_t> counts =
@@ -308,6 +310,11 @@ void weighted_bags_weight_grad(const BagSaved& s, const Tensor& g, GradSink& sin
       if (s.scale_grad_by_freq) c /= static_cast<double>(counts[i]);
       coef[i] = static_cast<float>(c);
     }
+  }
+  if (!s.sparse && sink.takes_lookup(0)) {  // a small dense table: no sort (same bits)
+    sink.add_lookup(0, Lookup{.keys = s.input, .positions = positions, .g = g.data(), .width = width, .src = bag_of,
+                              .coef = coef});
+    return;
   }
   detail::RowGroups groups = detail::group_by_row(s.input, std::move(positions), s.num_rows);
   sink.add_rows(0, detail::reduce_rows(std::move(groups), g, width, std::move(bag_of), std::move(coef)), s.sparse);
