@@ -147,25 +147,16 @@ void Grad::add_rows(RowBlock&& block, bool sparse) {
   recycle(RowBlock{std::move(b.rows), std::move(b.values), nullptr});
 }
 
-void Grad::add_lookup(const Lookup& lookup) {
-  const auto width = static_cast<std::size_t>(row_width());
-  if (!lookup_fits(shape_) || (shape_[0] > 0 && lookup.width != width))
-    throw InternalError(fmt::format("Grad::add_lookup: a lookup of width {} for a gradient of shape {}", lookup.width,
-                                    shape_str(shape_)));
-  float* dst = dense_data();
-  // Per-thread scratch: a row's running sum lives at its own place, mark says whether it has
-  // one yet this call, touched lists the rows to add and unmark.
-  thread_local std::vector<float> scratch;
-  thread_local std::vector<unsigned char> mark;
-  thread_local std::vector<std::int64_t> touched;
-  const auto rows = static_cast<std::size_t>(shape_[0]);
-  if (scratch.size() < rows * width) scratch.resize(rows * width);
-  if (mark.size() < rows) mark.resize(rows, 0);
-  touched.clear();
+namespace {
+// The loops of Grad::add_lookup (a free function so it can have an AVX2/AVX-512 clone: the same
+// additions and multiplications, so the same bits). mark[r] says whether row r's running sum in
+// scratch has started during this call; touched lists those rows.
+HITCH_TARGET_CLONES void lookup_into(const Lookup& lookup, std::size_t width, float* dst, float* scratch,
+                                     unsigned char* mark, std::vector<std::int64_t>& touched) {
   for (const std::uint32_t p : lookup.positions) {
     const auto r = static_cast<std::size_t>(lookup.keys[p]);
     const float* gp = lookup.g + static_cast<std::size_t>(lookup.src.empty() ? p : lookup.src[p]) * width;
-    float* acc = scratch.data() + r * width;
+    float* acc = scratch + r * width;
     const float c = lookup.coef.empty() ? 1.0f : lookup.coef[p];
     if (!mark[r]) {
       mark[r] = 1;
@@ -179,10 +170,28 @@ void Grad::add_lookup(const Lookup& lookup) {
   }
   for (const std::int64_t r : touched) {
     float* row = dst + static_cast<std::size_t>(r) * width;
-    const float* acc = scratch.data() + static_cast<std::size_t>(r) * width;
+    const float* acc = scratch + static_cast<std::size_t>(r) * width;
     for (std::size_t d = 0; d < width; ++d) row[d] += acc[d];
     mark[static_cast<std::size_t>(r)] = 0;
   }
+}
+}  // namespace
+
+void Grad::add_lookup(const Lookup& lookup) {
+  const auto width = static_cast<std::size_t>(row_width());
+  if (!lookup_fits(shape_) || (shape_[0] > 0 && lookup.width != width))
+    throw InternalError(fmt::format("Grad::add_lookup: a lookup of width {} for a gradient of shape {}", lookup.width,
+                                    shape_str(shape_)));
+  float* dst = dense_data();
+  // Per-thread scratch: a row's running sum lives at its own place (rows x width floats).
+  thread_local std::vector<float> scratch;
+  thread_local std::vector<unsigned char> mark;
+  thread_local std::vector<std::int64_t> touched;
+  const auto rows = static_cast<std::size_t>(shape_[0]);
+  if (scratch.size() < rows * width) scratch.resize(rows * width);
+  if (mark.size() < rows) mark.resize(rows, 0);
+  touched.clear();
+  lookup_into(lookup, width, dst, scratch.data(), mark.data(), touched);
 }
 
 // dst[rows[m]] += value of entry m (a deferred block's rows are summed on the way, never stored).
