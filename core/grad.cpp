@@ -57,7 +57,7 @@ void materialize(RowBlock& block) {
   const std::size_t unique = block.rows.size();
   RowBlock out = make_row_block(unique, sums.width);
   const std::size_t per_row = sums.width * std::max<std::size_t>(1, sums.order.size() / std::max<std::size_t>(1, unique));
-  parallel_for(unique, std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(1, per_row)),
+  parallel_for(unique, std::max<std::size_t>(1, kParallelMinFloats / std::max<std::size_t>(1, per_row)),
                [&](std::size_t b, std::size_t e) {
                  for (std::size_t u = b; u < e; ++u) sums.row(u, out.values.data() + u * sums.width);
                });
@@ -210,7 +210,7 @@ void Grad::scatter_into(float* dst, const Block& block) const {
     }
   };
   if (block.sorted_unique)
-    parallel_for(rows.size(), std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(1, width)), add_range);
+    parallel_for(rows.size(), std::max<std::size_t>(1, kParallelMinFloats / std::max<std::size_t>(1, width)), add_range);
   else
     add_range(0, rows.size());
 }

@@ -332,9 +332,9 @@ void Grad::for_each_row(Fn&& fn, Ahead&& ahead) {
   }
   const std::size_t n = largest->rows.size();
   const std::int64_t end = shape_.empty() ? 1 : shape_[0];
-  // At least ~32K gradient floats per chunk: below that a thread costs more than it saves.
+  // At least kParallelMinFloats gradient floats per chunk: below that a thread costs more than it saves.
   const std::size_t floats = std::max<std::size_t>(1, total * static_cast<std::size_t>(std::max<std::int64_t>(1, row_width())));
-  const std::size_t min_chunk = std::max<std::size_t>(1, n * (std::size_t{1} << 15) / floats);
+  const std::size_t min_chunk = std::max<std::size_t>(1, n * kParallelMinFloats / floats);
   parallel_for(n, min_chunk, [&](std::size_t b, std::size_t e) {
     const std::int64_t lo = b == 0 ? 0 : largest->rows[b];
     const std::int64_t hi = e == n ? end : largest->rows[e];

@@ -18,6 +18,11 @@
 
 namespace hitch {
 
+// The least work worth a second thread, in floats moved or computed per chunk (~1-3 us): handing
+// a chunk to a spinning worker costs well under a microsecond, waking a parked one ~50 us on a VM
+// (parallel.cpp). Kernels size their min_chunk from it.
+constexpr std::size_t kParallelMinFloats = std::size_t{1} << 13;
+
 // Requires 1 <= n <= 256 (hitch::Error otherwise). Takes effect for the next parallel_for.
 void set_num_threads(int n);
 int get_num_threads();

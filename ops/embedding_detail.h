@@ -44,7 +44,7 @@ std::vector<std::int64_t> index_counts(std::span<const std::int64_t> indices);
 
 // ---- kernels (ops/embedding_kernels.cpp) -------------------------------------------------------
 
-// Items per parallel_for chunk so that a chunk moves at least ~32K floats.
+// Items per parallel_for chunk so that a chunk moves at least kParallelMinFloats floats.
 std::size_t min_chunk_for(std::size_t floats_per_item);
 
 // out[i] = w[idx[i]] (width floats each), prefetching ahead, split over threads by position.

@@ -20,7 +20,7 @@ namespace {
 // How far ahead the gathers prefetch (positions), and the smallest chunk worth a thread
 // (floats moved).
 constexpr std::size_t kAhead = 16;
-constexpr std::size_t kChunkFloats = std::size_t{1} << 15;
+constexpr std::size_t kChunkFloats = kParallelMinFloats;
 }  // namespace
 
 std::size_t min_chunk_for(std::size_t floats_per_item) {

@@ -306,10 +306,10 @@ void for_each_dense_run(Grad& grad, std::size_t numel, DenseRun&& dense, ZeroRun
 }
 
 // fn(begin, end) over [0, n) elements, split over get_num_threads() threads when n is large
-// (chunks of at least 32K elements). Elementwise kernels give the same bits for any split.
+// (chunks of at least kParallelMinFloats elements). Elementwise kernels give the same bits for any split.
 template <class Fn>
 void parallel_elements(std::size_t n, Fn&& fn) {
-  parallel_for(n, std::size_t{1} << 15, fn);
+  parallel_for(n, kParallelMinFloats, fn);
 }
 
 // Rows of p as a parameter [rows, width]: shape[0] rows (1 for a 0-d Parameter).
