@@ -44,13 +44,13 @@ namespace {
 // within a bucket, and each chunk scatters its items in order, so the result is the one stable
 // order whatever the thread count.
 template <class Item, class Digit>
-void radix_sort(std::vector<Item>& items, int passes, std::size_t buckets, Digit digit) {
+void radix_sort(std::vector<Item>& items, std::vector<Item>& tmp, int passes, std::size_t buckets, Digit digit) {
   if (passes == 0) return;
   const std::size_t m = items.size();
   constexpr std::size_t kMinChunk = std::size_t{1} << 13;  // items per thread, at least
   const std::size_t chunks =
       std::max<std::size_t>(1, std::min(static_cast<std::size_t>(get_num_threads()), m / kMinChunk));
-  std::vector<Item> tmp(m);
+  tmp.resize(m);
   std::vector<std::uint32_t> count(chunks * buckets);  // m < 2^32: positions are uint32
   if (chunks == 1) {  // the plain loops (measurably faster than the chunked ones on one thread)
     for (int pass = 0; pass < passes; ++pass) {
@@ -115,24 +115,45 @@ RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint
   const int passes = (bits + kMaxBits - 1) / kMaxBits;
   const int digit_bits = passes == 0 ? 0 : (bits + passes - 1) / passes;
   const std::size_t buckets = std::size_t{1} << digit_bits;
-  g.starts.reserve(m / 2 + 1);
-  g.rows.reserve(m / 2 + 1);
   if (bits <= 32) {
-    std::vector<std::uint64_t> items(m);
+    // Scratch kept per thread: a fresh 2 x 8m bytes each call is a fresh mmap (and page faults)
+    // once m passes glibc's threshold.
+    thread_local std::vector<std::uint64_t> items, tmp;
+    items.resize(m);
     for (std::size_t k = 0; k < m; ++k) items[k] = static_cast<std::uint64_t>(keys[positions[k]]) << 32 | positions[k];
-    radix_sort(items, passes, buckets, [buckets, digit_bits](std::uint64_t v, int pass) {
+    radix_sort(items, tmp, passes, buckets, [buckets, digit_bits](std::uint64_t v, int pass) {
       return static_cast<std::size_t>((v >> (32 + pass * digit_bits)) & (buckets - 1));
     });
+    // Split the sorted items into positions and row groups, through plain pointers (the loop
+    // must not reload thread-local or vector state each step).
+    std::size_t groups = 0;
+    const std::uint64_t* item = items.data();
+    for (std::size_t k = 0; k < m; ++k) groups += k == 0 || (item[k] >> 32) != (item[k - 1] >> 32);
+    g.rows.resize(groups);
+    g.starts.resize(groups + 1);
+    std::int64_t* rows = g.rows.data();
+    std::uint32_t* starts = g.starts.data();
+    std::uint32_t* order = positions.data();
+    std::size_t u = 0;
     for (std::size_t k = 0; k < m; ++k) {
-      positions[k] = static_cast<std::uint32_t>(items[k]);
-      if (k == 0 || (items[k] >> 32) != (items[k - 1] >> 32)) {
-        g.starts.push_back(static_cast<std::uint32_t>(k));
-        g.rows.push_back(static_cast<std::int64_t>(items[k] >> 32));
+      order[k] = static_cast<std::uint32_t>(item[k]);
+      if (k == 0 || (item[k] >> 32) != (item[k - 1] >> 32)) {
+        starts[u] = static_cast<std::uint32_t>(k);
+        rows[u++] = static_cast<std::int64_t>(item[k] >> 32);
       }
     }
+    starts[groups] = static_cast<std::uint32_t>(m);
     g.order = std::move(positions);
+    if (items.capacity() > (std::size_t{1} << 20)) {  // a huge batch: do not keep its scratch
+      items = {};
+      tmp = {};
+    }
+    return g;
   } else {
-    radix_sort(positions, passes, buckets, [&](std::uint32_t p, int pass) {
+    g.starts.reserve(m / 2 + 1);
+    g.rows.reserve(m / 2 + 1);
+    std::vector<std::uint32_t> tmp;
+    radix_sort(positions, tmp, passes, buckets, [&](std::uint32_t p, int pass) {
       return static_cast<std::size_t>((static_cast<std::uint64_t>(keys[p]) >> (pass * digit_bits)) & (buckets - 1));
     });
     g.order = std::move(positions);
