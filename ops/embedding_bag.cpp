@@ -174,7 +174,7 @@ template <std::size_t W>
     double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
     std::int64_t n = 0;
     for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-      if (i + kAhead < end) prefetch_row(w, x[i + kAhead], width);
+      if (i + kAhead < end) prefetch_row_w<W>(w, x[i + kAhead], width);
       const std::int64_t r = x[i];
       if (is_pad(s.pad, r)) continue;
       const float* row = w + static_cast<std::size_t>(r) * width;
@@ -248,7 +248,7 @@ void max_bags_forward_w(const BagSaved& s, const float* w, float* out, std::vect
       const auto hi = static_cast<std::size_t>(s.bounds[b + 1]);
       bool first = true;
       for (std::size_t i = lo; i < hi; ++i) {
-        if (i + kAhead < end) prefetch_row(w, x[i + kAhead], width);
+        if (i + kAhead < end) prefetch_row_w<W>(w, x[i + kAhead], width);
         if (is_pad(s.pad, x[i])) continue;
         const float* row = w + static_cast<std::size_t>(x[i]) * width;
         if (first) {
