@@ -33,18 +33,49 @@ int get_num_threads();
 // fn must not depend on where the chunk boundaries fall.
 void parallel_for(std::size_t n, std::size_t min_chunk, const std::function<void(std::size_t, std::size_t)>& fn);
 
+#if defined(__GNUC__) || defined(__clang__)
+#define HITCH_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define HITCH_ALWAYS_INLINE
+#endif
+
 // Prefetches the width floats of row `row` of a row-major array (a read hint: baseline x86-64
 // has no prefetchw): random rows of a big table are the hot loads of every embedding kernel and
 // sparse optimizer walk. Caution: GCC deletes a call to a function that does nothing but
-// prefetch (it deduces the function is const and its result unused), so a callback made of
-// prefetches must be inlined (HITCH_ALWAYS_INLINE on the lambda).
+// prefetch (it deduces the function is const and its result unused), so these functions and a
+// callback made of prefetches must be inlined (HITCH_ALWAYS_INLINE, also on such a lambda).
 // Every 64-byte line the row overlaps is requested: rows need not start on a line (a
 // std::vector's data does not), and a missed last line would cost a full memory latency.
-inline void prefetch_row(const float* array, std::int64_t row, std::size_t width) {
+HITCH_ALWAYS_INLINE inline void prefetch_row_lines(const float* array, std::int64_t row, std::size_t width) {
   const auto begin = reinterpret_cast<std::uintptr_t>(array + static_cast<std::size_t>(row) * width);
   const std::uintptr_t end = begin + width * sizeof(float);
   for (std::uintptr_t line = begin & ~std::uintptr_t{63}; line < end; line += 64)
     __builtin_prefetch(reinterpret_cast<const void*>(line));
+}
+// The same for a compile-time width W: a row of a multiple of 16 floats that starts on a line
+// (tensor storage is 64-byte aligned) is exactly W / 16 lines, requested by straight-line
+// prefetches; this per-row arithmetic is a large share of a gather that hits in cache. Other
+// rows (and W = 0, width known at run time) take the general loop.
+template <std::size_t W>
+HITCH_ALWAYS_INLINE inline void prefetch_row_w(const float* array, std::int64_t row, std::size_t width) {
+  if constexpr (W != 0 && W % 16 == 0) {
+    const float* begin = array + static_cast<std::size_t>(row) * W;
+    if ((reinterpret_cast<std::uintptr_t>(begin) & 63) == 0) {
+      for (std::size_t line = 0; line < W / 16; ++line) __builtin_prefetch(begin + line * 16);
+      return;
+    }
+  }
+  prefetch_row_lines(array, row, width);
+}
+// Run-time width: the common widths go to their straight-line form.
+HITCH_ALWAYS_INLINE inline void prefetch_row(const float* array, std::int64_t row, std::size_t width) {
+  switch (width) {
+    case 16: return prefetch_row_w<16>(array, row, width);
+    case 32: return prefetch_row_w<32>(array, row, width);
+    case 64: return prefetch_row_w<64>(array, row, width);
+    case 128: return prefetch_row_w<128>(array, row, width);
+    default: return prefetch_row_lines(array, row, width);
+  }
 }
 // Compiles a kernel for AVX2 and for baseline x86-64 and picks one at load time (GCC and clang
 // target_clones; off under sanitizers). For loops bound by arithmetic throughput (sqrt,
@@ -57,23 +88,5 @@ inline void prefetch_row(const float* array, std::int64_t row, std::size_t width
 #define HITCH_TARGET_CLONES
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define HITCH_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define HITCH_ALWAYS_INLINE
-#endif
-
-// The same for a compile-time row width W that is a multiple of 16 floats: tensor storage is
-// 64-byte aligned, so such a row starts on a cache line and is exactly W / 16 lines (no
-// alignment arithmetic per row). W = 0 (width known at run time) falls back to prefetch_row.
-template <std::size_t W>
-HITCH_ALWAYS_INLINE inline void prefetch_row_w(const float* array, std::int64_t row, std::size_t width) {
-  if constexpr (W != 0 && W % 16 == 0) {
-    const float* begin = array + static_cast<std::size_t>(row) * W;
-    for (std::size_t line = 0; line < W / 16; ++line) __builtin_prefetch(begin + line * 16);
-  } else {
-    prefetch_row(array, row, width);
-  }
-}
 
 }  // namespace hitch
