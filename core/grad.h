@@ -33,7 +33,7 @@ namespace hitch {
 // std::allocator that leaves new elements uninitialised (resize() of a float buffer that is
 // about to be overwritten should not write it twice).
 template <class T>
-struct UninitAllocator : std::allocator<T> {
+struct UninitAllocator : std::allocator<T>, DefaultInitConstruct {
   template <class U>
   struct rebind {
     using other = UninitAllocator<U>;
@@ -41,14 +41,7 @@ struct UninitAllocator : std::allocator<T> {
   UninitAllocator() = default;
   template <class U>
   UninitAllocator(const UninitAllocator<U>&) {}
-  template <class U>
-  void construct(U* p) {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <class U, class... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
+  using DefaultInitConstruct::construct;
 };
 using FloatBuffer = std::vector<float, UninitAllocator<float>>;
 using RowBuffer = std::vector<std::int64_t, UninitAllocator<std::int64_t>>;

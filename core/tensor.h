@@ -13,9 +13,11 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -60,16 +62,9 @@ void manual_seed(std::uint64_t seed);
 void* storage_allocate(std::size_t bytes);
 void storage_deallocate(void* p, std::size_t bytes) noexcept;
 
-template <class T>
-struct StorageAllocator {
-  using value_type = T;
-  StorageAllocator() = default;
-  template <class U>
-  StorageAllocator(const StorageAllocator<U>&) {}
-  T* allocate(std::size_t n) { return static_cast<T*>(storage_allocate(n * sizeof(T))); }
-  void deallocate(T* p, std::size_t n) noexcept { storage_deallocate(p, n * sizeof(T)); }
-  friend bool operator==(const StorageAllocator&, const StorageAllocator&) { return true; }
-  // FloatStorage(n) leaves the values unset (Tensor::empty); FloatStorage(n, v) fills them.
+// Allocator mixin: vector(n) and resize(n) leave new elements default-initialised (floats
+// unset) instead of zeroing them; vector(n, v) and copies construct as usual.
+struct DefaultInitConstruct {
   template <class U>
   void construct(U* p) {
     ::new (static_cast<void*>(p)) U;
@@ -78,6 +73,18 @@ struct StorageAllocator {
   void construct(U* p, Args&&... args) {
     ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
   }
+};
+
+// FloatStorage(n) leaves the values unset (Tensor::empty); FloatStorage(n, v) fills them.
+template <class T>
+struct StorageAllocator : DefaultInitConstruct {
+  using value_type = T;
+  StorageAllocator() = default;
+  template <class U>
+  StorageAllocator(const StorageAllocator<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(storage_allocate(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { storage_deallocate(p, n * sizeof(T)); }
+  friend bool operator==(const StorageAllocator&, const StorageAllocator&) { return true; }
 };
 using FloatStorage = std::vector<float, StorageAllocator<float>>;
 
