@@ -3,14 +3,15 @@
 // A Grad is empty, dense (a Tensor of the owner's shape) or row-sparse over dim 0. A sparse
 // Grad is a list of blocks in arrival order, one per add_rows call; each block holds
 // (row, row_width values) entries. Embedding ops hand in blocks whose rows are sorted and
-// unique (they reduce per row themselves, so no entry per occurrence is ever stored); other
-// callers may pass any rows. The value of row r is the sum of r's entries, blocks summed in
-// arrival order (an entry's own block first).
+// unique, with the values deferred (RowSums: the recipe, summed per row when read, so no entry
+// per occurrence and no U x width array is stored); other callers may pass any rows. The value
+// of row r is the sum of r's entries, blocks summed in arrival order (an entry's own block
+// first).
 //
 // Every write is an addition. Layout rules mirror PyTorch: sparse + sparse stays sparse, any
 // dense contribution makes the whole gradient dense. Ops that don't know about rows only ever
 // call add(); embedding ops call add_rows(), which scatters into a dense gradient or appends a
-// block to a sparse one.
+// block to a sparse one, or add_lookup() for a small dense table (no sort; the same bits).
 //
 // Optimizers read a sparse Grad either coalesced (coalesce(), then rows() / row_values(): one
 // sorted block, a copy when there were several) or through for_each_row(), which walks the
