@@ -1,4 +1,4 @@
-// hitch/core/parallel.cpp: a small fixed pool of parked std::threads (see parallel.h).
+// hitch/core/parallel.cpp: a small fixed pool of std::threads that spin, then park (see parallel.h).
 //
 // One job at a time: the caller publishes (fn, chunk count); the caller and the workers claim
 // chunks from the job word one by one (an atomic counter) and count them done. Which thread runs
@@ -9,7 +9,7 @@
 // Waking a thread parked on a condition variable costs ~50 us on a VM (the idle vCPU has to be
 // interrupted and rescheduled), more than a whole embedding kernel at the benchmark's sizes. So
 // after a job a worker spins on the job word for kSpin before it parks, and the caller spins on
-// the pending count before it blocks: back-to-back kernels of one training step hand work over
+// the finished count before it blocks: back-to-back kernels of one training step hand work over
 // in well under a microsecond. The job word packs (generation, chunk count, next chunk) into one
 // atomic, so a worker that wakes late can never claim a chunk of a job it did not see published.
 #include "core/parallel.h"

@@ -6,10 +6,12 @@
 // walks) split their OUTPUT items (bags, unique rows, parameter elements) into contiguous
 // chunks, one per thread. Every item is computed by one thread in a fixed order, so results are
 // bitwise identical for any thread count: no floating-point atomics, no reductions across
-// chunks. Small inputs stay on the calling thread (waking a thread costs microseconds).
-// std::thread workers, created on first use and parked between calls; OpenBLAS's own threads
-// are not touched (hitch calls sgemm from the caller only). Left out on purpose: nested
-// parallelism (a parallel_for inside a chunk runs serially), work stealing.
+// chunks. Small inputs stay on the calling thread (kParallelMinFloats).
+// std::thread workers, created on first use; after a job they spin 200 us for the next one,
+// then park. Chunks are claimed by whichever thread is free (the caller included), so a late
+// worker delays nothing. OpenBLAS's own threads are not touched (hitch calls sgemm from the
+// caller only). Left out on purpose: nested parallelism (a parallel_for inside a chunk runs
+// serially).
 #pragma once
 
 #include <cstddef>
