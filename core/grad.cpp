@@ -158,15 +158,12 @@ HITCH_TARGET_CLONES void lookup_into(const Lookup& lookup, std::size_t width, fl
     const float* gp = lookup.g + static_cast<std::size_t>(lookup.src.empty() ? p : lookup.src[p]) * width;
     float* acc = scratch + r * width;
     const float c = lookup.coef.empty() ? 1.0f : lookup.coef[p];
-    if (!mark[r]) {
+    const bool first = !mark[r];
+    if (first) {
       mark[r] = 1;
       touched.push_back(static_cast<std::int64_t>(r));
-      if (lookup.coef.empty()) for (std::size_t d = 0; d < width; ++d) acc[d] = gp[d];
-      else for (std::size_t d = 0; d < width; ++d) acc[d] = c * gp[d];
-    } else {
-      if (lookup.coef.empty()) for (std::size_t d = 0; d < width; ++d) acc[d] += gp[d];
-      else for (std::size_t d = 0; d < width; ++d) acc[d] += c * gp[d];
     }
+    add_occurrence(acc, gp, first, !lookup.coef.empty(), c, width);
   }
   for (const std::int64_t r : touched) {
     float* row = dst + static_cast<std::size_t>(r) * width;

@@ -47,6 +47,20 @@ struct UninitAllocator : std::allocator<T>, DefaultInitConstruct {
 using FloatBuffer = std::vector<float, UninitAllocator<float>>;
 using RowBuffer = std::vector<std::int64_t, UninitAllocator<std::int64_t>>;
 
+// One occurrence's part of a row's running sum: the first occurrence assigns, later ones add;
+// scaled: times c (a lookup with coefficients). The one place this rounding is written, so
+// RowSums and Grad::add_lookup give the same bits.
+HITCH_ALWAYS_INLINE inline void add_occurrence(float* acc, const float* gp, bool first, bool scaled, float c,
+                                               std::size_t n) {
+  if (first) {
+    if (scaled) for (std::size_t d = 0; d < n; ++d) acc[d] = c * gp[d];
+    else for (std::size_t d = 0; d < n; ++d) acc[d] = gp[d];
+  } else {
+    if (scaled) for (std::size_t d = 0; d < n; ++d) acc[d] += c * gp[d];
+    else for (std::size_t d = 0; d < n; ++d) acc[d] += gp[d];
+  }
+}
+
 // The values of a block of sorted unique rows that are not summed yet (embedding backward):
 // row u's value is the sum over k in [starts[u], starts[u+1]) of coef[p] * g[src[p]] with
 // p = order[k], in k order (coef empty: 1; src empty: p itself), width floats per g row. A sparse
@@ -97,12 +111,10 @@ struct RowSums {
     const std::uint32_t lo = starts[u], hi = starts[u + 1];  // hi > lo: a row has an occurrence
     float c = 1.0f;
     const float* gp = at(lo, c);
-    if (coef.empty()) for (std::size_t d = 0; d < n; ++d) acc[d] = gp[d];
-    else for (std::size_t d = 0; d < n; ++d) acc[d] = c * gp[d];
+    add_occurrence(acc, gp, true, !coef.empty(), c, n);  // peeled: acc is fully written first
     for (std::uint32_t k = lo + 1; k < hi; ++k) {
       gp = at(k, c);
-      if (coef.empty()) for (std::size_t d = 0; d < n; ++d) acc[d] += gp[d];
-      else for (std::size_t d = 0; d < n; ++d) acc[d] += c * gp[d];
+      add_occurrence(acc, gp, false, !coef.empty(), c, n);
     }
     if (W != 0) for (std::size_t d = 0; d < n; ++d) out[d] = acc[d];
   }
