@@ -1,35 +1,40 @@
 // hitch/core/tape.cpp: recording, backward and graph printing (see tape.h).
 //
-// The path of a gradient: backward() seeds the loss, then run_backward() walks this thread's
-// node list once in reverse. Pass 1 marks the nodes the loss depends on and checks them (not
+// The path of a gradient: backward() seeds the loss, then collects the nodes it reaches (a
+// walk over inputs with an explicit stack, checking each node: recorded on this thread, not
 // released, saved values unchanged) before anything is written, so a refused backward changes
-// no gradient. Pass 2 runs each marked node whose output received a gradient; its GradSink
-// adds into the inputs: a leaf keeps its Grad, an intermediate's Grad lives until its own
-// node has consumed it.
+// no gradient. It then runs them newest first; each GradSink adds into the inputs: a leaf keeps
+// its Grad, an intermediate's Grad lives until its own node has consumed it.
 #include "core/tape.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "core/anomaly.h"
 #include "core/grad.h"
 
 namespace hitch {
 
+struct TapeCounter {
+  std::atomic<std::size_t> live{0};
+};
+
 namespace {
+std::atomic<std::uint64_t> next_tape_id{1};
+
 struct Tape {
-  std::vector<std::shared_ptr<Node>> nodes;  // recording order = topological order
+  std::uint64_t id = next_tape_id.fetch_add(1);  // per thread, never reused
   std::uint64_t next_seq = 1;
   std::uint64_t next_mark = 1;
-  std::size_t prune_at = 1024;
   bool grad_enabled = true;
+  std::shared_ptr<TapeCounter> counter = std::make_shared<TapeCounter>();
 };
 thread_local Tape tape;
 
-// Drops nodes that can never run again: released ones, and those whose output is gone (no
-// gradient can arrive at a tensor nobody holds).
-void prune() {
-  std::erase_if(tape.nodes, [](const std::shared_ptr<Node>& n) { return n->released || n->output.expired(); });
-  tape.prune_at = std::max<std::size_t>(1024, 2 * tape.nodes.size());
+// Takes a node out of tape_size()'s count (once: when released or destroyed unreleased).
+void uncount(Node& n) {
+  if (n.counter) n.counter->live.fetch_sub(1, std::memory_order_relaxed);
+  n.counter.reset();
 }
 
 std::string second_time_message(const Node& n) {
@@ -40,10 +45,38 @@ std::string second_time_message(const Node& n) {
 }
 }  // namespace
 
+// A chain y = f(f(f(x))) is owned link by link: y's impl holds its node, the node holds its
+// input's impl, which holds the node before it... Destroying the head the ordinary way recurses
+// once per link and overflows the stack on a long chain. Instead, a node whose input dies with it
+// hands that input's node to a per-thread list, and the outermost destructor frees the list in a
+// loop: the depth stays constant whatever the graph's length.
+Node::~Node() {
+  uncount(*this);
+  thread_local std::vector<std::shared_ptr<Node>> pending;
+  thread_local bool draining = false;
+  for (auto& in : inputs) {
+    if (!in || in.use_count() != 1 || !in->grad_fn) continue;  // someone else still holds that input
+    try {
+      pending.push_back(std::move(in->grad_fn));
+    } catch (...) {  // no memory for the list: that link is freed by recursion, as before
+    }
+  }
+  inputs.clear();
+  backward = nullptr;
+  if (draining) return;
+  draining = true;
+  while (!pending.empty()) {
+    std::shared_ptr<Node> next = std::move(pending.back());
+    pending.pop_back();
+    next.reset();  // may push its own inputs' nodes
+  }
+  draining = false;
+}
+
 bool grad_enabled() { return tape.grad_enabled; }
 NoGradGuard::NoGradGuard() : previous_(tape.grad_enabled) { tape.grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { tape.grad_enabled = previous_; }
-std::size_t tape_size() { return tape.nodes.size(); }
+std::size_t tape_size() { return tape.counter->live.load(std::memory_order_relaxed); }
 
 bool will_record(std::span<const Tensor> inputs) {
   if (!tape.grad_enabled) return false;
@@ -56,21 +89,34 @@ bool record(std::string op, std::span<const Tensor> inputs, Tensor& out, Backwar
   auto node = std::make_shared<Node>();
   node->op = std::move(op);
   node->seq = tape.next_seq++;
+  node->tape = tape.id;
   for (const auto& t : inputs) node->inputs.push_back(t.defined() ? t.impl_ptr() : nullptr);
   node->output = out.impl_ptr();
   node->out_shape = out.shape();
   node->backward = std::move(backward);
   for (const auto& t : saved) node->saved.emplace_back(t.impl().storage, t.impl().storage->version);
   if (anomaly_mode_enabled()) node->scope = record_scope_path();
-  out.impl().grad_fn = node;
+  node->counter = tape.counter;
+  tape.counter->live.fetch_add(1, std::memory_order_relaxed);
+  out.impl().grad_fn = std::move(node);
   out.impl().requires_grad = true;
-  tape.nodes.push_back(std::move(node));
-  if (tape.nodes.size() >= tape.prune_at) prune();
   return true;
 }
 
 bool GradSink::wants(std::size_t i) const {
   return i < node_.inputs.size() && node_.inputs[i] && node_.inputs[i]->requires_grad;
+}
+
+// Runs target's grad hooks on one contribution. The hooks are those registered when it arrived:
+// a hook may add or remove hooks (itself included) while it runs; one added is first called for
+// the next contribution, one removed is not called again once remove_grad_hook has returned.
+static void run_grad_hooks(const TensorImpl& target, const GradContribution& c) {
+  if (target.grad_hooks.empty()) return;
+  const auto hooks = target.grad_hooks;  // a copy: the list may change under the calls
+  for (const auto& [id, hook] : hooks) {
+    const auto& now = target.grad_hooks;
+    if (std::any_of(now.begin(), now.end(), [id = id](const auto& h) { return h.first == id; })) hook(c);
+  }
 }
 
 static Grad& grad_of(TensorImpl& t) {
@@ -85,7 +131,7 @@ void GradSink::add(std::size_t i, const Tensor& g) {
     throw InternalError(fmt::format("{} backward: gradient of shape {} for input {} of shape {}", node_.op,
                                     shape_str(g.shape()), i, shape_str(target.shape)));
   if (anomaly_mode_enabled()) detail::check_gradient_finite(node_, i, g.values(), {});
-  for (const auto& [id, hook] : target.grad_hooks) hook(GradContribution{.node = node_, .dense = &g, .rows = {}, .values = {}, .row_width = 0});
+  run_grad_hooks(target, GradContribution{.node = node_, .dense = &g, .rows = {}, .values = {}, .row_width = 0});
   grad_of(target).add(g);
 }
 
@@ -113,44 +159,48 @@ void GradSink::add_rows(std::size_t i, RowBlock&& block, bool sparse) {
   if (anomaly_mode_enabled() || !target.grad_hooks.empty()) materialize(block);
   if (anomaly_mode_enabled()) detail::check_gradient_finite(node_, i, block.values, block.rows);
   Grad& grad = grad_of(target);
-  for (const auto& [id, hook] : target.grad_hooks)
-    hook(GradContribution{.node = node_, .dense = nullptr, .rows = block.rows, .values = block.values, .row_width = grad.row_width()});
+  run_grad_hooks(target, GradContribution{.node = node_, .dense = nullptr, .rows = block.rows, .values = block.values,
+                                          .row_width = grad.row_width()});
   grad.add_rows(std::move(block), sparse && target.grad_fn == nullptr);
 }
 
-static std::vector<Node*> reached_nodes(const std::shared_ptr<Node>& root, bool check) {
+// The nodes root depends on, newest first (each once). Nothing is written but this thread's own
+// nodes' marks, and only after their thread was checked, so a call from the wrong thread
+// changes nothing. With check, also refuses released nodes and saved values written since.
+static std::vector<std::shared_ptr<Node>> reached_nodes(const std::string_view who, const std::shared_ptr<Node>& root,
+                                                        bool check) {
+  if (root->tape != tape.id)
+    throw Error(fmt::format("{}: node #{} ({}) is not on this thread's tape: a graph must be backpropagated on the "
+                            "thread that recorded it",
+                            who, root->seq, root->op));
   const std::uint64_t mark = tape.next_mark++;
+  std::vector<std::shared_ptr<Node>> reached{root};
   root->mark = mark;
-  std::size_t marked = 1;
-  auto it = std::lower_bound(tape.nodes.begin(), tape.nodes.end(), root->seq,
-                             [](const std::shared_ptr<Node>& n, std::uint64_t seq) { return n->seq < seq; });
-  if (it == tape.nodes.end() || *it != root)
-    throw Error(fmt::format("backward: node #{} ({}) is not on this thread's tape: a graph must be backpropagated "
-                            "on the thread that recorded it",
-                            root->seq, root->op));
-  std::vector<Node*> reached;
-  for (auto pos = it - tape.nodes.begin(); pos >= 0; --pos) {
-    Node* n = tape.nodes[static_cast<std::size_t>(pos)].get();
-    if (n->mark != mark) continue;
-    reached.push_back(n);
+  for (std::size_t i = 0; i < reached.size(); ++i) {  // reached doubles as the walk's work list
+    const Node& n = *reached[i];
     if (check) {
-      for (const auto& [storage, version] : n->saved)
+      for (const auto& [storage, version] : n.saved)
         if (storage->version != version)
           throw Error(fmt::format("backward: node #{} ({}) reads a value that was modified in place after it was "
                                   "recorded (version {}, recorded at {}); an optimizer step or a max_norm lookup "
                                   "between forward and backward does this",
-                                  n->seq, n->op, storage->version, version));
+                                  n.seq, n.op, storage->version, version));
     }
-    for (const auto& in : n->inputs) {
-      if (!in || !in->requires_grad || !in->grad_fn || in->grad_fn->mark == mark) continue;
-      if (check && in->grad_fn->released) throw Error(second_time_message(*in->grad_fn));
-      in->grad_fn->mark = mark;
-      ++marked;
+    for (const auto& in : n.inputs) {
+      if (!in || !in->requires_grad || !in->grad_fn) continue;
+      const std::shared_ptr<Node>& p = in->grad_fn;
+      if (p->tape != tape.id)
+        throw Error(fmt::format("{}: part of this graph was recorded on another thread; a graph must be "
+                                "backpropagated on the thread that recorded it",
+                                who));
+      if (p->mark == mark) continue;
+      if (check && p->released) throw Error(second_time_message(*p));
+      p->mark = mark;
+      reached.push_back(p);
     }
   }
-  if (check && reached.size() != marked)
-    throw Error("backward: part of this graph was recorded on another thread; a graph must be backpropagated on "
-                "the thread that recorded it");
+  // Recording order is a topological order: newest first, every node runs after all its users.
+  std::sort(reached.begin(), reached.end(), [](const auto& x, const auto& y) { return x->seq > y->seq; });
   return reached;
 }
 
@@ -178,12 +228,12 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
     return;
   }
   if (root.grad_fn->released) throw Error(second_time_message(*root.grad_fn));
-  const std::vector<Node*> reached = reached_nodes(root.grad_fn, true);
+  const std::vector<std::shared_ptr<Node>> reached = reached_nodes("backward", root.grad_fn, true);
 
   grad_of(root).add(seed);
   NoGradGuard no_grad;  // ops used inside backward functions must not record
   try {
-    for (Node* n : reached) {
+    for (const auto& n : reached) {
       auto out = n->output.lock();
       if (!out || !out->grad || out->grad->empty()) continue;
       const Tensor g = out->grad->dense();
@@ -192,18 +242,18 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
       n->backward(g, sink);
     }
   } catch (...) {  // anomaly mode stopped it: drop the intermediates' partial gradients, keep the graph
-    for (Node* n : reached)
+    for (const auto& n : reached)
       if (auto out = n->output.lock(); out && out->grad_fn) out->grad.reset();
     throw;
   }
   if (!options.retain_graph) {
-    for (Node* n : reached) {
+    for (const auto& n : reached) {  // reached keeps every node alive until the loop ends
       n->released = true;
+      uncount(*n);
       n->backward = nullptr;
       n->inputs.clear();
       n->saved.clear();
     }
-    prune();
   }
 }
 
@@ -217,7 +267,7 @@ std::string format_graph(const Tensor& root) {
   if (r.grad_fn->released) return fmt::format("#{} {} (released by an earlier backward)\n", r.grad_fn->seq, r.grad_fn->op);
   std::string out;
   std::vector<const TensorImpl*> params;
-  for (const Node* n : reached_nodes(r.grad_fn, false)) {
+  for (const auto& n : reached_nodes("format_graph", r.grad_fn, false)) {
     std::vector<std::string> ins;
     for (const auto& in : n->inputs) {
       if (!in) continue;

@@ -1,15 +1,22 @@
 // hitch/core/tape.h: the reverse-mode tape.
 //
-// Every differentiable op computes its output and then calls record(): that appends a Node to a
-// thread_local list in execution order, which is therefore a topological order. backward(loss)
-// walks that list once, in reverse, from loss's node: a node runs when its output received a
-// gradient, and its backward function adds (+=, never =) into its inputs' gradients through a
-// GradSink. A tensor read twice therefore gets the sum, and a leaf (a Parameter) keeps
-// accumulating across backward calls until zero_grad().
+// Every differentiable op computes its output and then calls record(): that makes a Node
+// holding the op's inputs and backward function, numbered in this thread's recording order
+// (a topological order: an op's inputs were made before it), and hangs it on the output as
+// its grad_fn. The graph is owned by the tensors: a node lives while its output can still be
+// reached, from a tensor somebody holds or through a later node's inputs, so a dropped forward
+// pass frees itself, whatever is dropped and in which order, and a long chain is released by a
+// loop, never by recursion (~Node).
 //
-// After a backward without retain_graph the nodes it ran release their saved values and leave
-// the tape; running backward through them again is an error. Left out on purpose: higher-order
-// gradients, graphs spanning threads (a graph is backpropagated on the thread that recorded it).
+// backward(loss) collects the nodes reachable from loss, sorts them by number and walks them
+// once, newest first: a node runs when its output received a gradient, and its backward
+// function adds (+=, never =) into its inputs' gradients through a GradSink. A tensor read
+// twice therefore gets the sum, and a leaf (a Parameter) keeps accumulating across backward
+// calls until zero_grad(). Its cost depends on the graph it walks, not on what else is alive.
+//
+// After a backward without retain_graph the nodes it ran release their saved values and inputs;
+// running backward through them again is an error. Left out on purpose: higher-order gradients,
+// graphs spanning threads (a graph is backpropagated on the thread that recorded it).
 #pragma once
 
 #include <cstdint>
@@ -25,19 +32,27 @@
 namespace hitch {
 
 class GradSink;
+struct TapeCounter;  // tape.cpp: the count behind tape_size()
 using BackwardFn = std::function<void(const Tensor& grad_out, GradSink& sink)>;
 
 struct Node {
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  ~Node();  // releases a chain of inputs iteratively (see tape.cpp)
+
   std::string op;
-  std::uint64_t seq = 0;  // position in recording order, per thread
+  std::uint64_t seq = 0;    // position in recording order, per thread
+  std::uint64_t tape = 0;   // which thread's tape recorded it (ids are never reused)
   std::vector<std::shared_ptr<TensorImpl>> inputs;
   std::weak_ptr<TensorImpl> output;
   Shape out_shape;
   BackwardFn backward;
   // Storages whose values backward reads, with their versions when recorded.
   std::vector<std::pair<std::shared_ptr<Storage>, std::uint64_t>> saved;
-  bool released = false;
-  std::uint64_t mark = 0;  // reachability stamp of the backward pass that last saw this node
+  bool released = false;   // set by a backward without retain_graph: inputs and saved are gone
+  std::uint64_t mark = 0;  // stamp of the last backward that reached it (written by its own thread only)
+  std::shared_ptr<TapeCounter> counter;  // counts this node while it could run
   std::string scope;  // RecordScope path, stored only when recorded in anomaly mode (core/anomaly.h)
 };
 
@@ -119,7 +134,8 @@ void backward(const Tensor& loss, const Tensor& grad_output = {}, BackwardOption
 // output shapes, inputs (other nodes by number, leaves by name and shape). A teaching aid.
 std::string format_graph(const Tensor& root);
 
-// Number of nodes on this thread's tape (for tests of the tape's own bookkeeping).
+// Number of nodes recorded on this thread that could still run: not released by a backward and
+// not freed because nothing can reach their output any more (for tests of the tape's bookkeeping).
 std::size_t tape_size();
 
 }  // namespace hitch
