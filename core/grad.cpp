@@ -256,6 +256,16 @@ void Grad::sort_blocks() const {
 
 void Grad::coalesce() { merge_blocks(); }
 
+void Grad::prepare_walk() const {
+  if (layout_ != Layout::Sparse) return;
+  sort_blocks();
+  const auto slots = static_cast<std::size_t>(std::max(1, get_num_threads()));
+  const std::size_t floats = slots * 3 * static_cast<std::size_t>(row_width());
+  if (walk_scratch_.size() < floats) walk_scratch_.resize(floats);
+  const std::size_t cursors = slots * blocks_.size();
+  if (walk_at_.size() < cursors) walk_at_.resize(cursors);
+}
+
 void Grad::merge_blocks() const {
   if (layout_ != Layout::Sparse) return;
   sort_blocks();
@@ -267,14 +277,15 @@ void Grad::merge_blocks() const {
   for (const Block& b : blocks_) entries += b.rows.size();
   merged.rows.reserve(entries);
   merged.values.reserve(entries * width);
-  std::vector<float> scratch;
+  std::vector<float> scratch(3 * width);
+  std::vector<std::size_t> at(blocks_.size());
   auto append = [&](std::int64_t row, const float* v) {
     merged.rows.push_back(row);
     merged.values.insert(merged.values.end(), v, v + width);
   };
   auto no_prefetch = [](std::int64_t) {};
   visit_range(std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(), append, no_prefetch,
-              scratch);
+              scratch.data(), at.data());
   for (Block& b : blocks_) recycle(RowBlock{std::move(b.rows), std::move(b.values), nullptr});
   blocks_.clear();
   blocks_.push_back(std::move(merged));

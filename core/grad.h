@@ -20,8 +20,10 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -203,6 +205,10 @@ class Grad {
   void for_each_row(Fn&& fn) {
     for_each_row(fn, [](std::int64_t) {});
   }
+  // Does everything for_each_row allocates (sorting the blocks, the row scratch of every chunk)
+  // and changes no value. After it, for_each_row allocates nothing and cannot fail, which is how
+  // an optimizer step allocates first and then writes (all-or-nothing, optim/optimizer.h).
+  void prepare_walk() const;
 
   // Zero in place, keeping the layout (dense keeps its tensor, sparse becomes nnz 0).
   void zero();
@@ -224,24 +230,27 @@ class Grad {
   void scatter_into(float* dst, const Block& block) const;
   void materialize_blocks() const;  // computes every deferred block's values
   void release_blocks();  // clears blocks_, recycling their buffers
+  // scratch: 3 * row_width() floats; at: one cursor per block (used with more than two blocks).
   template <class Fn, class Ahead>
-  void visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, std::vector<float>& scratch) const;
+  void visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, float* scratch, std::size_t* at) const;
   static constexpr std::size_t kAhead = 16;  // rows between ahead(row) and fn(row)
 
   Shape shape_;
   Layout layout_ = Layout::Empty;
   Tensor dense_;
   mutable std::vector<Block> blocks_;  // sparse layout; normalised lazily (values unchanged)
+  // for_each_row's per-chunk scratch, sized by prepare_walk() for get_num_threads() chunks.
+  mutable std::vector<float> walk_scratch_;
+  mutable std::vector<std::size_t> walk_at_;
 };
 
 // Walks rows in [lo, hi) of every (sorted) block at once: a row present in one block is passed
 // straight from it (or summed into scratch, for a deferred block); a row in several is summed in
 // block order, each block's own value first.
 template <class Fn, class Ahead>
-void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, std::vector<float>& scratch) const {
+void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, float* scratch, std::size_t* at) const {
   const auto width = static_cast<std::size_t>(row_width());
-  scratch.resize(3 * width);
-  float* const own = scratch.data();            // a deferred block's row
+  float* const own = scratch;                   // a deferred block's row
   float* const other = own + width;             // the second block's row
   float* const total = other + width;           // a row summed over blocks
   auto bound = [&](const Block& b, std::int64_t row) {
@@ -288,7 +297,6 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, s
     }
     return;
   }
-  std::vector<std::size_t> at(blocks_.size());
   for (std::size_t j = 0; j < blocks_.size(); ++j) at[j] = bound(blocks_[j], lo);
   for (;;) {
     std::int64_t row = hi;
@@ -328,7 +336,7 @@ void Grad::visit_range(std::int64_t lo, std::int64_t hi, Fn& fn, Ahead& ahead, s
 template <class Fn, class Ahead>
 void Grad::for_each_row(Fn&& fn, Ahead&& ahead) {
   if (layout_ != Layout::Sparse || blocks_.empty()) return;
-  sort_blocks();
+  prepare_walk();  // nothing left to do if the caller did it
   // Split the row space at quantiles of the largest block, so chunks get similar work.
   const Block* largest = &blocks_[0];
   std::size_t total = 0;
@@ -341,12 +349,26 @@ void Grad::for_each_row(Fn&& fn, Ahead&& ahead) {
   // At least kParallelMinFloats gradient floats per chunk: below that a thread costs more than it saves.
   const std::size_t floats = std::max<std::size_t>(1, total * static_cast<std::size_t>(std::max<std::int64_t>(1, row_width())));
   const std::size_t min_chunk = std::max<std::size_t>(1, n * kParallelMinFloats / floats);
-  parallel_for(n, min_chunk, [&](std::size_t b, std::size_t e) {
+  // Each chunk takes its own slot of the scratch prepare_walk() sized (at most get_num_threads()
+  // chunks run; more only if the thread count changed in between, which then allocates).
+  const std::size_t per_slot = 3 * static_cast<std::size_t>(row_width());
+  const std::size_t cursors = blocks_.size();
+  std::size_t slots = walk_at_.size() / cursors;
+  if (per_slot != 0) slots = std::min(slots, walk_scratch_.size() / per_slot);
+  std::atomic<std::size_t> next_slot{0};
+  const auto chunk = [&](std::size_t b, std::size_t e) {
     const std::int64_t lo = b == 0 ? 0 : largest->rows[b];
     const std::int64_t hi = e == n ? end : largest->rows[e];
-    std::vector<float> scratch;
-    visit_range(lo, hi, fn, ahead, scratch);
-  });
+    const std::size_t k = next_slot.fetch_add(1, std::memory_order_relaxed);
+    if (k < slots) {
+      visit_range(lo, hi, fn, ahead, walk_scratch_.data() + k * per_slot, walk_at_.data() + k * cursors);
+    } else {
+      std::vector<float> scratch(per_slot);
+      std::vector<std::size_t> at(cursors);
+      visit_range(lo, hi, fn, ahead, scratch.data(), at.data());
+    }
+  };
+  parallel_for(n, min_chunk, std::cref(chunk));  // by reference: no allocation
 }
 
 }  // namespace hitch

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <pthread.h>
 #include <thread>
@@ -95,11 +96,17 @@ class Pool {
   static constexpr int kCountShift = 16;
   static constexpr std::uint64_t kField = 0xFFFF;
 
-  void ensure_workers(std::size_t n) {
+  // Never throws: a worker that cannot be created (no memory, no thread) is simply missing, and
+  // the caller claims its chunks, so a job always runs to the end (an optimizer step relies on it).
+  void ensure_workers(std::size_t n) noexcept {
     while (workers_.size() < n) {
       // The generation before the job being published: a new thread may start after it.
       const std::uint64_t seen = word_.load(std::memory_order_relaxed) >> kGenShift;
-      workers_.emplace_back([this, seen] { work(seen); });
+      try {
+        workers_.emplace_back([this, seen] { work(seen); });
+      } catch (...) {
+        return;
+      }
     }
   }
 
@@ -203,7 +210,9 @@ void parallel_for(std::size_t n, std::size_t min_chunk, const std::function<void
     fn(0, n);
     return;
   }
-  pool().run(chunks, [&](std::size_t c) { fn(n * c / chunks, n * (c + 1) / chunks); });
+  // Passed by reference: a std::function holds a reference_wrapper without allocating.
+  const auto chunk = [&](std::size_t c) { fn(n * c / chunks, n * (c + 1) / chunks); };
+  pool().run(chunks, std::cref(chunk));
 }
 
 }  // namespace hitch

@@ -32,7 +32,10 @@ int get_num_threads();
 // Runs fn(begin, end) over contiguous chunks covering [0, n), at most get_num_threads() of them
 // and none smaller than min_chunk items (so n < 2 * min_chunk runs as one call on this thread).
 // The caller runs the first chunk; returns when all are done; rethrows the first exception.
-// fn must not depend on where the chunk boundaries fall.
+// fn must not depend on where the chunk boundaries fall. Once the pool exists (any earlier call,
+// or get_num_threads()), allocates nothing and cannot fail by itself when fn is passed as
+// std::ref / std::cref (a worker that cannot be started is replaced by the caller), so code that
+// must not fail half-way (an optimizer's update) can use it.
 void parallel_for(std::size_t n, std::size_t min_chunk, const std::function<void(std::size_t, std::size_t)>& fn);
 
 #if defined(__GNUC__) || defined(__clang__)
