@@ -2,8 +2,9 @@
 //
 // Loading is two phases: match everything in the file against the module, the optimizer and the
 // generator, collecting what to write (and every problem); then write. The only step of the
-// second phase that can still refuse is the optimizer's own lr check, and it runs first, undone
-// if it throws, so a refused load changes nothing.
+// second phase that can still refuse is the optimizer's own check of the lrs and the state values
+// (Optimizer::restore, all-or-nothing); it runs first, and the writes after it (memcpy into the
+// Parameters, the generator's state) cannot fail, so a refused load changes nothing.
 #include "nn/checkpoint.h"
 
 #include <algorithm>
@@ -376,16 +377,13 @@ void load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
   std::optional<OptimizerWrite> opt;
   if (parts.optimizer != nullptr) opt = match_optimizer(who, st, names, *parts.optimizer);
 
-  // Everything matched: write. The optimizer first, as it can still refuse (undone if it does).
+  // Everything matched: write. The optimizer first, as it can still refuse (an lr or a state
+  // value out of range, or no memory for the new state); restore() is all-or-nothing, and
+  // nothing after it can fail.
   if (opt) {
-    optim::Optimizer& o = *parts.optimizer;
-    std::vector<double> old;
-    for (std::size_t g = 0; g < o.num_groups(); ++g) old.push_back(o.lr(g));
     try {
-      for (std::size_t g = 0; g < o.num_groups(); ++g) o.set_lr(g, opt->lrs[g]);
-      o.import_state(opt->records);
+      parts.optimizer->restore(opt->lrs, opt->records);
     } catch (const Error& e) {
-      for (std::size_t g = 0; g < o.num_groups(); ++g) o.set_lr(g, old[g]);
       throw Error(who + ": " + e.what());
     }
   }

@@ -51,7 +51,9 @@ void save_checkpoint(const std::string& path, const Module& module, const Checkp
 // optimizer with the same number of groups. Ensures: the module's Parameters hold the file's
 // values (in place, versions bumped); the optimizer's state and group lrs are the file's (its
 // Parameters without a record start afresh); the generator continues the saved sequence exactly.
-// Throws before changing anything.
+// The optimizer's lrs and state values must be ones it accepts and can reach (finite lrs in its
+// range, counts in [0, 2^53], finite buffers, second moments and sums >= 0; optim/optimizer.h).
+// Throws before changing anything, also when memory for the new state runs out.
 void load_checkpoint(const std::string& path, Module& module, const CheckpointParts& parts = {});
 
 // The same from the bytes of a file already in memory; messages start with "load_checkpoint: "

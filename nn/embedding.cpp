@@ -27,6 +27,7 @@ EmbeddingOptions checked(std::string_view who, EmbeddingOptions o, std::int64_t 
 }
 
 EmbeddingBagOptions checked(std::string_view who, EmbeddingBagOptions o, std::int64_t num_rows) {
+  detail::check_bag_mode(who, o.mode);
   o.padding_idx = detail::normalise_padding_idx(who, o.padding_idx, num_rows);
   detail::check_max_norm(who, o.max_norm, o.norm_type);
   if (o.mode == BagMode::Max && o.scale_grad_by_freq)
@@ -79,6 +80,10 @@ Embedding Embedding::from_pretrained(const Tensor& values, bool freeze, Embeddin
 
 Tensor Embedding::forward(const IndexTensor& indices) const { return embedding(indices, weight, options); }
 
+// weight is a public member: it may have been replaced by anything since construction.
+std::int64_t Embedding::num_embeddings() const { return checked_weight("Embedding", weight).shape()[0]; }
+std::int64_t Embedding::embedding_dim() const { return checked_weight("Embedding", weight).shape()[1]; }
+
 // ---- EmbeddingBag ----------------------------------------------------------------------------
 
 EmbeddingBag::EmbeddingBag(std::int64_t num_embeddings, std::int64_t embedding_dim, EmbeddingBagOptions opts,
@@ -103,5 +108,8 @@ Tensor EmbeddingBag::forward(const IndexTensor& input, const IndexTensor& offset
 Tensor EmbeddingBag::forward(const IndexTensor& input, const Tensor& per_sample_weights) const {
   return embedding_bag(input, weight, options, per_sample_weights);
 }
+
+std::int64_t EmbeddingBag::num_embeddings() const { return checked_weight("EmbeddingBag", weight).shape()[0]; }
+std::int64_t EmbeddingBag::embedding_dim() const { return checked_weight("EmbeddingBag", weight).shape()[1]; }
 
 }  // namespace hitch::nn

@@ -41,8 +41,9 @@ class Embedding : public Module {
   Tensor forward(const IndexTensor& indices) const;
   Tensor operator()(const IndexTensor& indices) const { return forward(indices); }
 
-  std::int64_t num_embeddings() const { return weight.shape()[0]; }
-  std::int64_t embedding_dim() const { return weight.shape()[1]; }
+  // Throw hitch::Error if weight was replaced by one that is not 2-D (or an empty handle).
+  std::int64_t num_embeddings() const;
+  std::int64_t embedding_dim() const;
   void members(Members& m) const override { m.param("weight", weight); }
 
   Parameter weight;
@@ -70,8 +71,9 @@ class EmbeddingBag : public Module {
     return forward(input, per_sample_weights);
   }
 
-  std::int64_t num_embeddings() const { return weight.shape()[0]; }
-  std::int64_t embedding_dim() const { return weight.shape()[1]; }
+  // Throw hitch::Error if weight was replaced by one that is not 2-D (or an empty handle).
+  std::int64_t num_embeddings() const;
+  std::int64_t embedding_dim() const;
   void members(Members& m) const override { m.param("weight", weight); }
 
   Parameter weight;

@@ -52,9 +52,9 @@ void Module::zero_grad(bool set_to_none) {
 }
 
 void Module::train(bool on) {
-  training_ = on;
   ModuleWalker w;
-  members(w);
+  members(w);  // may throw (a user's members()); nothing is set before it returns
+  training_ = on;
   // members() sees submodules as const; the flag is the one thing train() changes in them.
   for (const Module* m : w.found) const_cast<Module*>(m)->training_ = on;
 }

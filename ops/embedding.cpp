@@ -27,6 +27,17 @@ namespace hitch {
 
 namespace detail {
 
+void check_bag_mode(std::string_view op, BagMode mode) {
+  switch (mode) {
+    case BagMode::Sum:
+    case BagMode::Mean:
+    case BagMode::Max:
+    case BagMode::Sqrtn: return;
+  }
+  throw Error(fmt::format("{}: mode = {} is not a BagMode (valid: 0 sum, 1 mean, 2 max, 3 sqrtn)", op,
+                          static_cast<int>(mode)));
+}
+
 void check_weight_2d(std::string_view op, const Tensor& weight) {
   if (!weight.defined()) throw Error(fmt::format("{}: weight is an undefined Tensor", op));
   if (weight.dim() != 2)

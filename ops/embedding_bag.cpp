@@ -44,7 +44,8 @@ std::string_view to_string(BagMode mode) {
     case BagMode::Max: return "max";
     case BagMode::Sqrtn: return "sqrtn";
   }
-  throw InternalError("to_string(BagMode): unknown enumerator");
+  throw Error(fmt::format("to_string: BagMode value {} is not a mode (valid: 0 sum, 1 mean, 2 max, 3 sqrtn)",
+                          static_cast<int>(mode)));
 }
 
 namespace {
@@ -77,6 +78,7 @@ bool is_pad(const std::optional<std::int64_t>& pad, std::int64_t r) { return pad
 // Checks shared by both forms; returns the normalised padding row.
 std::optional<std::int64_t> check_options(const EmbeddingBagOptions& o, const Tensor& weight,
                                           const IndexTensor& input, const Tensor& psw) {
+  detail::check_bag_mode(kOp, o.mode);
   if (o.mode == BagMode::Max) {
     if (psw.defined())
       throw Error(fmt::format("{}: per_sample_weights is not supported with mode max (supported: sum, mean, sqrtn)", kOp));

@@ -15,8 +15,12 @@
 #include "core/grad.h"
 #include "core/parallel.h"
 #include "core/tensor.h"
+#include "ops/embedding.h"
 
 namespace hitch::detail {
+
+// mode must be one of BagMode's enumerators (a cast integer may be anything).
+void check_bag_mode(std::string_view op, BagMode mode);
 
 // weight must be 2-D [N, D].
 void check_weight_2d(std::string_view op, const Tensor& weight);

@@ -4,6 +4,7 @@
 #include "optim/adagrad.h"
 
 #include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -48,18 +49,33 @@ Adagrad::Adagrad(std::vector<ParamGroup<AdagradOptions>> groups) : OptimizerWith
 }
 
 void Adagrad::check_options(const AdagradOptions& o, const std::string& where) const {
-  check_at_least(name(), "lr", o.lr, 0.0, where);
-  check_at_least(name(), "lr_decay", o.lr_decay, 0.0, where);
-  check_at_least(name(), "weight_decay", o.weight_decay, 0.0, where);
-  check_at_least(name(), "initial_accumulator_value", o.initial_accumulator_value, 0.0, where);
-  check_at_least(name(), "eps", o.eps, 0.0, where);
+  check_hyper(name(), "lr", o.lr, kNonNegative, where);
+  check_hyper(name(), "lr_decay", o.lr_decay, kNonNegative, where);
+  check_hyper(name(), "weight_decay", o.weight_decay, kNonNegative, where);
+  // Also finite as a float: it becomes the float accumulator.
+  check_hyper(name(), "initial_accumulator_value", o.initial_accumulator_value,
+              Range{0.0, static_cast<double>(std::numeric_limits<float>::max())}, where);
+  check_hyper(name(), "eps", o.eps, kNonNegative, where);
 }
 
-void Adagrad::on_group_added(const ParamGroup<AdagradOptions>& group) {
-  for (const Parameter& p : group.params) {
-    AdagradState& st = state_for(p);
-    st.sum.assign(static_cast<std::size_t>(p.numel()), static_cast<float>(group.options.initial_accumulator_value));
-  }
+namespace {
+AdagradState fresh_state(const Parameter& p, double initial_accumulator_value) {
+  return AdagradState{0, std::vector<float>(static_cast<std::size_t>(p.numel()),
+                                            static_cast<float>(initial_accumulator_value))};
+}
+}  // namespace
+
+void Adagrad::initial_state(const ParamGroup<AdagradOptions>& group, StateMap& out) const {
+  for (const Parameter& p : group.params)
+    out.insert_or_assign(p.id(), fresh_state(p, group.options.initial_accumulator_value));
+}
+
+std::optional<AdagradState> Adagrad::prepare_param(const Parameter& p, const AdagradOptions& o,
+                                                   const AdagradState* current) const {
+  Grad& grad = *p.grad_store();
+  if (grad.is_sparse()) grad.prepare_walk();  // the fused row walk
+  if (current != nullptr) return std::nullopt;  // made when p joined
+  return fresh_state(p, o.initial_accumulator_value);
 }
 
 void Adagrad::check_step() const {
@@ -73,7 +89,7 @@ void Adagrad::update() {
     for (Parameter& p : group.params) {
       Grad* grad = p.grad_store();
       if (grad == nullptr) continue;
-      AdagradState& st = state_for(p);  // created when p joined
+      AdagradState& st = state_at(p);  // created when p joined
       st.step += 1;
       const double clr = o.lr / (1.0 + static_cast<double>(st.step - 1) * o.lr_decay);
       const AdagradScalars s{o.maximize ? -1.0f : 1.0f, static_cast<float>(o.weight_decay), static_cast<float>(o.eps),

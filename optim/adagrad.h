@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "optim/optimizer.h"
@@ -35,8 +36,8 @@ struct AdagradState {
   // The checkpoint's view (see OptimizerWith::export_state).
   template <class Self, class F>
   static void for_each_field(Self& s, F&& f) {
-    f("step", s.step, FieldKind::Count);
-    f("sum", s.sum, FieldKind::Buffer);
+    f("step", s.step, FieldKind::Count, FieldValues::Finite);
+    f("sum", s.sum, FieldKind::Buffer, FieldValues::NonNegative);
   }
 };
 
@@ -49,8 +50,10 @@ class Adagrad : public OptimizerWith<AdagradOptions, AdagradState> {
 
  protected:
   void check_options(const AdagradOptions& o, const std::string& where) const override;
-  void on_group_added(const ParamGroup<AdagradOptions>& group) override;
+  void initial_state(const ParamGroup<AdagradOptions>& group, StateMap& out) const override;
   void check_step() const override;
+  std::optional<AdagradState> prepare_param(const Parameter& p, const AdagradOptions& o,
+                                            const AdagradState* current) const override;
   void update() override;
 };
 

@@ -77,13 +77,24 @@ void adam_dispatch(float* p, const float* g, float* m, float* v, float* vmax, st
   });
 }
 
+// The state p needs for a step (prepare_param): zero moments at its first step, and a zero vmax
+// when amsgrad is on and there is none yet (the moments are then copied: amsgrad turned on
+// mid-training, a one-time cost). The sparse gradient, walked as if dense, is coalesced here.
+std::optional<AdamState> adam_prepare(const Parameter& p, bool amsgrad, const AdamState* current) {
+  Grad& grad = *p.grad_store();
+  if (grad.is_sparse()) grad.coalesce();  // its representation, not its value
+  const auto numel = static_cast<std::size_t>(p.numel());
+  const bool needs_moments = current == nullptr;
+  const bool needs_vmax = amsgrad && (current == nullptr || current->max_exp_avg_sq.size() != numel);
+  if (!needs_moments && !needs_vmax) return std::nullopt;
+  AdamState s = current != nullptr ? *current : AdamState{0, std::vector<float>(numel), std::vector<float>(numel), {}};
+  if (needs_vmax) s.max_exp_avg_sq.assign(numel, 0.0f);
+  return s;
+}
+
+// Writes only: the state was made by adam_prepare, the gradient coalesced (no allocation).
 void adam_param_step(Parameter& p, AdamState& st, const AdamHyper& h) {
   const auto numel = static_cast<std::size_t>(p.numel());
-  if (st.exp_avg.empty() && numel > 0) {
-    st.exp_avg.assign(numel, 0.0f);
-    st.exp_avg_sq.assign(numel, 0.0f);
-  }
-  if (h.amsgrad && st.max_exp_avg_sq.size() != numel) st.max_exp_avg_sq.assign(numel, 0.0f);
   st.step += 1;
   const auto t = static_cast<double>(st.step);
   const double bc1 = 1.0 - std::pow(h.beta1, t);
@@ -118,11 +129,11 @@ void adam_param_step(Parameter& p, AdamState& st, const AdamHyper& h) {
 
 template <class Options>
 void check_adam_options(std::string_view who, const Options& o, const std::string& where) {
-  check_at_least(who, "lr", o.lr, 0.0, where);
-  check_at_least(who, "eps", o.eps, 0.0, where);
-  check_unit_interval(who, "betas[0]", o.betas.first, where);
-  check_unit_interval(who, "betas[1]", o.betas.second, where);
-  check_at_least(who, "weight_decay", o.weight_decay, 0.0, where);
+  check_hyper(who, "lr", o.lr, kNonNegative, where);
+  check_hyper(who, "eps", o.eps, kNonNegative, where);
+  check_hyper(who, "betas[0]", o.betas.first, kUnitInterval, where);
+  check_hyper(who, "betas[1]", o.betas.second, kUnitInterval, where);
+  check_hyper(who, "weight_decay", o.weight_decay, kNonNegative, where);
 }
 
 template <class Options>
@@ -141,11 +152,15 @@ void Adam::check_options(const AdamOptions& o, const std::string& where) const {
   check_adam_options(name(), o, where);
 }
 
+std::optional<AdamState> Adam::prepare_param(const Parameter& p, const AdamOptions& o, const AdamState* current) const {
+  return adam_prepare(p, o.amsgrad, current);
+}
+
 void Adam::update() {
   for (auto& group : groups_) {
     const AdamHyper h = hyper_of(group.options, false);
     for (Parameter& p : group.params)
-      if (p.grad_store() != nullptr) adam_param_step(p, state_for(p), h);
+      if (p.grad_store() != nullptr) adam_param_step(p, state_at(p), h);
   }
 }
 
@@ -158,11 +173,16 @@ void AdamW::check_options(const AdamWOptions& o, const std::string& where) const
   check_adam_options(name(), o, where);
 }
 
+std::optional<AdamState> AdamW::prepare_param(const Parameter& p, const AdamWOptions& o,
+                                               const AdamState* current) const {
+  return adam_prepare(p, o.amsgrad, current);
+}
+
 void AdamW::update() {
   for (auto& group : groups_) {
     const AdamHyper h = hyper_of(group.options, true);
     for (Parameter& p : group.params)
-      if (p.grad_store() != nullptr) adam_param_step(p, state_for(p), h);
+      if (p.grad_store() != nullptr) adam_param_step(p, state_at(p), h);
   }
 }
 

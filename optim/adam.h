@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -47,10 +48,10 @@ struct AdamState {
   // The checkpoint's view (see OptimizerWith::export_state).
   template <class Self, class F>
   static void for_each_field(Self& s, F&& f) {
-    f("step", s.step, FieldKind::Count);
-    f("exp_avg", s.exp_avg, FieldKind::Buffer);
-    f("exp_avg_sq", s.exp_avg_sq, FieldKind::Buffer);
-    f("max_exp_avg_sq", s.max_exp_avg_sq, FieldKind::OptionalBuffer);
+    f("step", s.step, FieldKind::Count, FieldValues::Finite);
+    f("exp_avg", s.exp_avg, FieldKind::Buffer, FieldValues::Finite);
+    f("exp_avg_sq", s.exp_avg_sq, FieldKind::Buffer, FieldValues::NonNegative);
+    f("max_exp_avg_sq", s.max_exp_avg_sq, FieldKind::OptionalBuffer, FieldValues::NonNegative);
   }
 };
 
@@ -64,6 +65,8 @@ class Adam : public OptimizerWith<AdamOptions, AdamState> {
  protected:
   void check_options(const AdamOptions& o, const std::string& where) const override;
   void check_step() const override { check_all_options(); }
+  std::optional<AdamState> prepare_param(const Parameter& p, const AdamOptions& o,
+                                         const AdamState* current) const override;
   void update() override;
 };
 
@@ -75,6 +78,8 @@ class AdamW : public OptimizerWith<AdamWOptions, AdamState> {
  protected:
   void check_options(const AdamWOptions& o, const std::string& where) const override;
   void check_step() const override { check_all_options(); }
+  std::optional<AdamState> prepare_param(const Parameter& p, const AdamWOptions& o,
+                                         const AdamState* current) const override;
   void update() override;
 };
 

@@ -12,26 +12,26 @@ LRScheduler::LRScheduler(Optimizer& optimizer) : optimizer_(optimizer) {
   for (std::size_t g = 0; g < optimizer.num_groups(); ++g) base_lrs_.push_back(optimizer.lr(g));
 }
 
-void LRScheduler::apply() {
+void LRScheduler::apply(std::int64_t epoch) {
   if (optimizer_.num_groups() != base_lrs_.size())
     throw Error(fmt::format("LRScheduler: the optimizer had {} parameter groups when the scheduler was built and "
                             "has {} now; build a new scheduler after add_param_group",
                             base_lrs_.size(), optimizer_.num_groups()));
-  last_lr_.clear();
-  for (std::size_t g = 0; g < base_lrs_.size(); ++g) last_lr_.push_back(lr_at(g, last_epoch_));
-  for (std::size_t g = 0; g < base_lrs_.size(); ++g) optimizer_.set_lr(g, last_lr_[g]);
+  std::vector<double> lrs;
+  for (std::size_t g = 0; g < base_lrs_.size(); ++g) lrs.push_back(lr_at(g, epoch));
+  optimizer_.set_lrs(lrs);  // all checked before any is set
+  // Nothing below throws.
+  last_lr_.swap(lrs);
+  last_epoch_ = epoch;
 }
 
-void LRScheduler::step() {
-  ++last_epoch_;
-  apply();
-}
+void LRScheduler::step() { apply(last_epoch_ + 1); }
 
 StepLR::StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma)
     : LRScheduler(optimizer), step_size_(step_size), gamma_(gamma) {
   if (step_size < 1) throw Error(fmt::format("StepLR: step_size must be >= 1, but got {}", step_size));
-  if (!(gamma >= 0.0)) throw Error(fmt::format("StepLR: gamma must be >= 0, but got {}", gamma));
-  apply();
+  check_hyper("StepLR", "gamma", gamma, kNonNegative, "");
+  apply(0);
 }
 
 double StepLR::lr_at(std::size_t group, std::int64_t epoch) const {
@@ -41,8 +41,8 @@ double StepLR::lr_at(std::size_t group, std::int64_t epoch) const {
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min)
     : LRScheduler(optimizer), t_max_(T_max), eta_min_(eta_min) {
   if (T_max < 1) throw Error(fmt::format("CosineAnnealingLR: T_max must be >= 1, but got {}", T_max));
-  if (!(eta_min >= 0.0)) throw Error(fmt::format("CosineAnnealingLR: eta_min must be >= 0, but got {}", eta_min));
-  apply();
+  check_hyper("CosineAnnealingLR", "eta_min", eta_min, kNonNegative, "");
+  apply(0);
 }
 
 double CosineAnnealingLR::lr_at(std::size_t group, std::int64_t epoch) const {

@@ -24,14 +24,17 @@ class LRScheduler {
   LRScheduler(const LRScheduler&) = delete;
   LRScheduler& operator=(const LRScheduler&) = delete;
 
-  void step();  // last_epoch += 1, then every group's lr = lr_at(group, last_epoch)
+  // last_epoch += 1, then every group's lr = lr_at(group, last_epoch). All-or-nothing: an lr the
+  // optimizer refuses (e.g. gamma > 1 grown past the largest double) changes no lr and no epoch.
+  void step();
   const std::vector<double>& get_last_lr() const { return last_lr_; }
   std::int64_t last_epoch() const { return last_epoch_; }
   const std::vector<double>& base_lrs() const { return base_lrs_; }
 
  protected:
   explicit LRScheduler(Optimizer& optimizer);
-  void apply();  // sets the lrs for last_epoch_ (called by derived constructors, then step())
+  // Sets the lrs for epoch, then last_epoch_ = epoch (derived constructors: 0; step(): +1).
+  void apply(std::int64_t epoch);
   virtual double lr_at(std::size_t group, std::int64_t epoch) const = 0;
 
  private:
@@ -43,7 +46,7 @@ class LRScheduler {
 
 class StepLR : public LRScheduler {
  public:
-  // Requires step_size >= 1, gamma >= 0.
+  // Requires step_size >= 1, gamma finite and >= 0.
   StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma = 0.1);
 
  protected:
@@ -56,7 +59,7 @@ class StepLR : public LRScheduler {
 
 class CosineAnnealingLR : public LRScheduler {
  public:
-  // Requires T_max >= 1, eta_min >= 0.
+  // Requires T_max >= 1, eta_min finite and >= 0.
   CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min = 0.0);
 
  protected:

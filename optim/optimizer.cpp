@@ -1,13 +1,16 @@
 // hitch/optim/optimizer.cpp: the shared optimizer machinery (see optimizer.h).
 #include "optim/optimizer.h"
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 namespace hitch::optim {
 
 void Optimizer::step() {
   check_step();  // may throw; nothing has been written yet
-  update();
+  prepare();     // may throw (allocation, kMaxStep); nothing visible has changed yet
+  update();      // cannot fail
 }
 
 void Optimizer::zero_grad(bool set_to_none) {
@@ -61,7 +64,11 @@ void Optimizer::check_records(const StateRecords& records) const {
     std::size_t known_counts = 0, known_buffers = 0;
     for (const StateField& f : fields) {
       if (f.kind == FieldKind::Count) {
-        if (record.counts.count(f.name) == 0) throw Error(fmt::format("{} has no count '{}'", who, f.name));
+        auto c = record.counts.find(f.name);
+        if (c == record.counts.end()) throw Error(fmt::format("{} has no count '{}'", who, f.name));
+        if (c->second < 0 || c->second > kMaxStep)
+          throw Error(fmt::format("{}: count '{}' = {} is out of range (valid: [0, {}] = [0, 2^53])", who, f.name,
+                                  c->second, kMaxStep));
         ++known_counts;
         continue;
       }
@@ -74,6 +81,13 @@ void Optimizer::check_records(const StateRecords& records) const {
       if (b->second.size() != static_cast<std::size_t>(p.numel()))
         throw Error(fmt::format("{}: buffer '{}' has {} values, but the Parameter has {}", who, f.name,
                                 b->second.size(), p.numel()));
+      const bool non_negative = f.values == FieldValues::NonNegative;
+      for (std::size_t i = 0; i < b->second.size(); ++i) {
+        const float v = b->second[i];
+        if (!std::isfinite(v) || (non_negative && v < 0.0f))
+          throw Error(fmt::format("{}: buffer '{}' has {} at element {}, a value {} never holds (valid: {})", who,
+                                  f.name, v, i, name(), non_negative ? "finite and >= 0" : "finite"));
+      }
     }
     if (known_counts != record.counts.size() || known_buffers != record.buffers.size()) {
       std::string names;
@@ -83,17 +97,27 @@ void Optimizer::check_records(const StateRecords& records) const {
   }
 }
 
-void check_at_least(std::string_view who, std::string_view arg, double value, double low, const std::string& where) {
-  if (!(value >= low)) throw Error(fmt::format("{}: {} must be >= {}, but got {}{}", who, arg, low, value, where));
+void Optimizer::step_limit_error(const Parameter& p, const char* field, std::int64_t value, std::size_t group) const {
+  throw Error(fmt::format("{}: Parameter {}{} has {} = {}, the most a state counts (2^53), so it cannot take another "
+                          "step",
+                          name(), param_label(p), group_suffix(group), field, value));
 }
 
-void check_positive(std::string_view who, std::string_view arg, double value, const std::string& where) {
-  if (!(value > 0.0)) throw Error(fmt::format("{}: {} must be > 0, but got {}{}", who, arg, value, where));
+void Optimizer::check_lr_count(std::string_view call, const std::vector<double>& lrs) const {
+  if (lrs.size() != num_groups())
+    throw Error(fmt::format("{}: {}: got {} lrs, but the optimizer has {} parameter groups", name(), call, lrs.size(),
+                            num_groups()));
 }
 
-void check_unit_interval(std::string_view who, std::string_view arg, double value, const std::string& where) {
-  if (!(value >= 0.0 && value < 1.0))
-    throw Error(fmt::format("{}: {} must be in [0, 1), but got {}{}", who, arg, value, where));
+void check_hyper(std::string_view who, std::string_view arg, double value, const Range& range, const std::string& where) {
+  const bool above = range.low_open ? value > range.low : value >= range.low;
+  const bool below = range.high_open ? value < range.high : value <= range.high;
+  if (std::isfinite(value) && above && below) return;
+  const std::string valid =
+      range.high == std::numeric_limits<double>::max()
+          ? fmt::format("finite and {} {}", range.low_open ? ">" : ">=", range.low)
+          : fmt::format("in {}{:g}, {:g}{}", range.low_open ? "(" : "[", range.low, range.high, range.high_open ? ")" : "]");
+  throw Error(fmt::format("{}: {} must be {}, but got {}{}", who, arg, valid, value, where));
 }
 
 std::int64_t row_count(const Parameter& p) { return p.shape().empty() ? 1 : p.shape()[0]; }

@@ -12,17 +12,28 @@
 //  * a Parameter without a gradient (`!has_grad()`, e.g. after zero_grad(true)) is skipped: no
 //    decay, no step count. A gradient that is present but all zero is processed like any other
 //    (PyTorch does the same): Adam keeps moving it from its moments, AdamW decays it, t advances;
-//  * step() checks every group and every gradient before it writes anything, so a rejected step
-//    changes nothing. Values are written in place and the storage version is bumped; no
-//    Parameter is ever rebound to new storage.
-// Checkpoints (nn/checkpoint.h) read and replace the state through export_state/import_state.
+//  * every call is all-or-nothing, allocation failure included. step() is three phases: check
+//    (every group and gradient), prepare (allocate every state buffer and ready every gradient,
+//    throwing std::bad_alloc or hitch::Error with nothing visible changed), update (writes only;
+//    allocates nothing and cannot fail). add_param_group, set_lr(s), import_state and restore
+//    check and build everything first and then commit with operations that cannot throw.
+//    Values are written in place and the storage version is bumped; no Parameter is ever rebound
+//    to new storage;
+//  * every hyper-parameter is checked by one helper, check_hyper (finite and in range), wherever
+//    it comes from (constructor, set_lr, options_mut at the next step, add_param_group,
+//    checkpoint); every imported state by check_records (only a state the optimizer can reach:
+//    counts in [0, kMaxStep], buffers finite, second moments and sums >= 0).
+// Checkpoints (nn/checkpoint.h) read and replace the state through export_state/restore.
 // Left out on purpose: closures, state_dict, foreach/fused paths, options left "unset" in a group
 // (a group carries a complete Options value; the struct's defaults are PyTorch's defaults).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,12 +58,20 @@ struct ParamGroup {
   Options options{};
 };
 
+// The largest step count a state holds: 2^53, so t is exact as a double (bias corrections) and
+// t + 1 never overflows. A step that would take a Parameter past it is refused (hitch::Error).
+constexpr std::int64_t kMaxStep = std::int64_t{1} << 53;
+
 // One field of a Parameter's optimizer state, as a checkpoint stores it: a step count, a float
 // buffer of the Parameter's numel, or such a buffer that may be absent (empty in the state).
 enum class FieldKind { Count, Buffer, OptionalBuffer };
+// The values a reachable state holds in a field: a Count is in [0, kMaxStep]; buffer values are
+// finite (Finite) or finite and >= 0 (NonNegative: second moments, Adagrad's sum).
+enum class FieldValues { Finite, NonNegative };
 struct StateField {
   std::string name;
   FieldKind kind;
+  FieldValues values;
 };
 // One Parameter's state by field name (Count fields in counts, the others in buffers).
 struct StateRecord {
@@ -80,6 +99,8 @@ class Optimizer {
   virtual const std::vector<Parameter>& params(std::size_t group) const = 0;
   virtual double lr(std::size_t group) const = 0;
   virtual void set_lr(std::size_t group, double lr) = 0;  // lr must be valid for this optimizer
+  // Every group's lr at once (lrs.size() == num_groups()): all are checked before any is set.
+  virtual void set_lrs(const std::vector<double>& lrs) = 0;
   // Number of Parameters that have optimizer state (a tied table counts once).
   virtual std::size_t state_size() const = 0;
 
@@ -89,9 +110,12 @@ class Optimizer {
   virtual StateRecords export_state() const = 0;
   // Replaces all state by records. Requires: each record's Parameter is in this optimizer and
   // appears once; Count and Buffer fields present, OptionalBuffer fields absent or present, every
-  // buffer of the Parameter's numel, no other field. Checked before anything changes. A Parameter
+  // buffer of the Parameter's numel, no other field; every value one the optimizer can reach
+  // (StateField::values). Checked, and the new state built, before anything changes. A Parameter
   // without a record starts afresh (Adagrad: its initial accumulator; the others: no state).
   virtual void import_state(const StateRecords& records) = 0;
+  // set_lrs and import_state as one all-or-nothing call (what load_checkpoint does).
+  virtual void restore(const std::vector<double>& lrs, const StateRecords& records) = 0;
 
  protected:
   explicit Optimizer(std::string name) : name_(std::move(name)) {}
@@ -102,11 +126,21 @@ class Optimizer {
   void check_new_group(const std::vector<Parameter>& incoming, std::size_t group) const;
   // " (group 1)" when the options came from a list of groups, "" for a plain parameter list.
   std::string group_suffix(std::size_t group) const;
-  // import_state, part 1: throws hitch::Error naming the Parameter and the field; writes nothing.
+  // import_state, part 1: throws hitch::Error naming the Parameter, the field and, for a value
+  // out of range, its position, value and the valid range; writes nothing.
   void check_records(const StateRecords& records) const;
+  // prepare(): "Adam: Parameter 'w' has step = 2^53 ..., so it cannot take another step".
+  [[noreturn]] void step_limit_error(const Parameter& p, const char* field, std::int64_t value,
+                                     std::size_t group) const;
+  // set_lrs / restore, part 1: lrs.size() == num_groups(); each lr is checked by the caller.
+  void check_lr_count(std::string_view call, const std::vector<double>& lrs) const;
   // step(), part 1: throws if this step must be refused; writes nothing.
   virtual void check_step() const = 0;
-  // step(), part 2: the update, for one group's Parameters that have a gradient.
+  // step(), part 2: allocates everything the update needs (state buffers, gradient walks). May
+  // throw (std::bad_alloc, or hitch::Error at kMaxStep) with nothing visible changed.
+  virtual void prepare() = 0;
+  // step(), part 3: the update of every Parameter that has a gradient. Allocates nothing and
+  // cannot fail.
   virtual void update() = 0;
 
   bool from_groups_ = false;  // set by constructors that took a list of groups
@@ -130,6 +164,10 @@ class OptimizerWith : public Optimizer {
     check_options(o, group_suffix(group));
     groups_[group].options.lr = lr;
   }
+  void set_lrs(const std::vector<double>& lrs) override {
+    check_lrs("set_lrs", lrs);
+    for (std::size_t g = 0; g < groups_.size(); ++g) groups_[g].options.lr = lrs[g];
+  }
   std::size_t state_size() const override { return state_.size(); }
 
   // Checkpoint hooks, generic over State::for_each_field(state, f), which calls
@@ -137,7 +175,9 @@ class OptimizerWith : public Optimizer {
   std::vector<StateField> state_fields() const override {
     std::vector<StateField> out;
     State probe;
-    State::for_each_field(probe, [&](const char* name, auto&, FieldKind kind) { out.push_back({name, kind}); });
+    State::for_each_field(probe, [&](const char* name, auto&, FieldKind kind, FieldValues values) {
+      out.push_back({name, kind, values});
+    });
     return out;
   }
   StateRecords export_state() const override {
@@ -147,7 +187,7 @@ class OptimizerWith : public Optimizer {
         auto it = state_.find(p.id());
         if (it == state_.end()) continue;
         StateRecord record;
-        State::for_each_field(it->second, [&](const char* name, const auto& field, FieldKind kind) {
+        State::for_each_field(it->second, [&](const char* name, const auto& field, FieldKind kind, FieldValues) {
           if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::int64_t>)
             record.counts[name] = field;
           else if (kind == FieldKind::Buffer || !field.empty())
@@ -158,22 +198,14 @@ class OptimizerWith : public Optimizer {
     return out;
   }
   void import_state(const StateRecords& records) override {
-    check_records(records);
-    state_.clear();
-    for (const auto& g : groups_) on_group_added(g);  // Adagrad's eager state
-    for (const auto& entry : records) {
-      const StateRecord& record = entry.second;  // not a structured binding: clang-14 cannot capture one
-      State s;
-      State::for_each_field(s, [&](const char* name, auto& field, FieldKind) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::int64_t>) {
-          field = record.counts.at(name);
-        } else {
-          auto it = record.buffers.find(name);
-          if (it != record.buffers.end()) field = it->second;
-        }
-      });
-      state_[entry.first.id()] = std::move(s);
-    }
+    StateMap fresh = built_state(records);  // checks and allocates; nothing changed if it throws
+    state_.swap(fresh);
+  }
+  void restore(const std::vector<double>& lrs, const StateRecords& records) override {
+    check_lrs("restore", lrs);
+    StateMap fresh = built_state(records);
+    for (std::size_t g = 0; g < groups_.size(); ++g) groups_[g].options.lr = lrs[g];  // cannot throw
+    state_.swap(fresh);
   }
 
   // The options in force for a group. Changes made through options_mut() are validated again
@@ -181,13 +213,23 @@ class OptimizerWith : public Optimizer {
   const Options& options(std::size_t group = 0) const { return groups_.at(group).options; }
   Options& options_mut(std::size_t group = 0) { return groups_.at(group).options; }
 
-  // Requires: the options are valid and no Parameter is already in this optimizer.
+  // Requires: the options are valid and no Parameter is already in this optimizer (nor one this
+  // optimizer cannot take, e.g. a 0-d Parameter for SparseAdam). All-or-nothing: checks, then
+  // builds the group's state (Adagrad), then commits with operations that cannot throw.
   void add_param_group(ParamGroup<Options> group) {
-    check_options(group.options, " (group " + std::to_string(groups_.size()) + ")");
-    check_new_group(group.params, groups_.size());
+    const std::size_t index = groups_.size();
+    const std::string where = " (group " + std::to_string(index) + ")";
+    check_options(group.options, where);
+    check_new_group(group.params, index);
+    check_group(group, where);
+    StateMap fresh;
+    initial_state(group, fresh);
+    groups_.reserve(index + 1);
+    state_.reserve(state_.size() + fresh.size());
+    // Nothing below throws: a move into reserved capacity, nodes spliced into reserved buckets.
     from_groups_ = true;
     groups_.push_back(std::move(group));
-    on_group_added(groups_.back());
+    state_.merge(fresh);
   }
 
   // The state of p, or null if p has none yet (no step with a gradient so far).
@@ -204,8 +246,10 @@ class OptimizerWith : public Optimizer {
     if (params.empty()) throw Error(name() + ": got an empty parameter list");
     check_options(options, "");
     check_new_group(params, 0);
-    groups_.push_back(ParamGroup<Options>{params, options});
-    on_group_added(groups_.back());
+    ParamGroup<Options> group{params, options};
+    check_group(group, "");
+    initial_state(group, state_);
+    groups_.push_back(std::move(group));
     constructed_ = true;
   }
   void install(std::vector<ParamGroup<Options>> groups) {
@@ -216,16 +260,49 @@ class OptimizerWith : public Optimizer {
     for (auto& g : groups) {
       check_options(g.options, group_suffix(groups_.size()));
       check_new_group(g.params, groups_.size());
+      check_group(g, group_suffix(groups_.size()));
       groups_.push_back(std::move(g));
     }
-    for (const auto& g : groups_) on_group_added(g);
+    for (const auto& g : groups_) initial_state(g, state_);
     constructed_ = true;
   }
 
-  // Throws hitch::Error naming this optimizer, the argument, its value and the valid range.
+  using StateMap = std::unordered_map<const void*, State>;
+
+  // Throws hitch::Error naming this optimizer, the argument, its value and the valid range
+  // (each hyper-parameter through check_hyper).
   virtual void check_options(const Options& options, const std::string& where) const = 0;
-  // Adagrad creates its state here (eagerly, like PyTorch); the others create it lazily.
-  virtual void on_group_added(const ParamGroup<Options>&) {}
+  // Throws unless this optimizer can take every Parameter of group (SparseAdam: rank >= 1).
+  virtual void check_group(const ParamGroup<Options>&, const std::string& /*where*/) const {}
+  // The state a Parameter gets when it joins, into out (Adagrad: eagerly, like PyTorch; the
+  // others create theirs at the first step with a gradient, in prepare_param).
+  virtual void initial_state(const ParamGroup<Options>&, StateMap& /*out*/) const {}
+  // step(), part 2 for one Parameter that has a gradient: readies the gradient for update()'s
+  // walk (coalesce or prepare_walk: its representation, never its value) and returns the state
+  // the update needs if `current` (null: none yet) lacks a buffer, or nothing. Only allocates.
+  virtual std::optional<State> prepare_param(const Parameter& p, const Options& options,
+                                             const State* current) const = 0;
+
+  void prepare() override {
+    (void)get_num_threads();  // creates the thread pool, if this is hitch's first parallel work
+    StateMap fresh;                                  // for Parameters without state
+    std::vector<std::pair<State*, State>> replaced;  // for state that lacks a buffer
+    for (std::size_t gi = 0; gi < groups_.size(); ++gi)
+      for (const Parameter& p : groups_[gi].params) {
+        if (p.grad_store() == nullptr) continue;
+        auto it = state_.find(p.id());
+        State* current = it == state_.end() ? nullptr : &it->second;
+        if (current != nullptr) check_step_limit(p, *current, gi);
+        std::optional<State> needed = prepare_param(p, groups_[gi].options, current);
+        if (!needed) continue;
+        if (current != nullptr) replaced.emplace_back(current, std::move(*needed));
+        else fresh.emplace(p.id(), std::move(*needed));
+      }
+    state_.reserve(state_.size() + fresh.size());  // rehashing keeps the State* above valid
+    // Nothing below throws: moves of vectors, nodes spliced into the buckets reserved above.
+    for (auto& [to, from] : replaced) *to = std::move(from);
+    state_.merge(fresh);
+  }
   void check_all_options() const {
     for (std::size_t g = 0; g < groups_.size(); ++g) check_options(groups_[g].options, group_suffix(g));
   }
@@ -245,19 +322,73 @@ class OptimizerWith : public Optimizer {
     }
   }
 
-  State& state_for(const Parameter& p) { return state_[p.id()]; }
-  bool has_state(const Parameter& p) const { return state_.count(p.id()) != 0; }
+  // update(): the state prepare() made for p (never allocates).
+  State& state_at(const Parameter& p) {
+    auto it = state_.find(p.id());
+    if (it == state_.end()) throw InternalError(name() + ": update() reached a Parameter without state");
+    return it->second;
+  }
 
   std::vector<ParamGroup<Options>> groups_;
-  std::unordered_map<const void*, State> state_;
+  StateMap state_;
+
+ private:
+  void check_lrs(std::string_view call, const std::vector<double>& lrs) const {
+    check_lr_count(call, lrs);
+    for (std::size_t g = 0; g < groups_.size(); ++g) {
+      Options o = groups_[g].options;
+      o.lr = lrs[g];
+      check_options(o, group_suffix(g));
+    }
+  }
+  // The state import_state installs: every group's initial state, then the records (checked).
+  StateMap built_state(const StateRecords& records) const {
+    check_records(records);
+    StateMap out;
+    for (const auto& g : groups_) initial_state(g, out);
+    for (const auto& entry : records) {
+      const StateRecord& record = entry.second;  // not a structured binding: clang-14 cannot capture one
+      State s;
+      State::for_each_field(s, [&](const char* name, auto& field, FieldKind, FieldValues) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::int64_t>) {
+          field = record.counts.at(name);
+        } else {
+          auto it = record.buffers.find(name);
+          if (it != record.buffers.end()) field = it->second;
+        }
+      });
+      out.insert_or_assign(entry.first.id(), std::move(s));
+    }
+    return out;
+  }
+  // A Parameter whose count is at kMaxStep cannot take another step.
+  void check_step_limit(const Parameter& p, const State& s, std::size_t group) const {
+    State::for_each_field(s, [&](const char* field_name, const auto& field, FieldKind, FieldValues) {
+      if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::int64_t>)
+        if (field >= kMaxStep) step_limit_error(p, field_name, field, group);
+    });
+  }
 };
 
 // ---- helpers shared by the update kernels (optim/optimizer.cpp) --------------------------------
 
-// Validation: "Adam: lr must be >= 0, but got -0.1 (group 1)". NaN fails every check.
-void check_at_least(std::string_view who, std::string_view arg, double value, double low, const std::string& where);
-void check_positive(std::string_view who, std::string_view arg, double value, const std::string& where);
-void check_unit_interval(std::string_view who, std::string_view arg, double value, const std::string& where);
+// The valid values of a hyper-parameter: finite and in [low, high] (low_open / high_open make
+// that end exclusive). NaN and infinities are outside every range.
+struct Range {
+  double low;
+  double high = std::numeric_limits<double>::max();
+  bool low_open = false;
+  bool high_open = false;
+};
+inline constexpr Range kNonNegative{0.0};                                          // finite, >= 0
+inline constexpr Range kPositive{0.0, std::numeric_limits<double>::max(), true};   // finite, > 0
+inline constexpr Range kUnitInterval{0.0, 1.0, false, true};                      // [0, 1)
+inline constexpr Range kClosedUnitInterval{0.0, 1.0};                             // [0, 1]
+// The one hyper-parameter check, used by every optimizer's check_options (so by constructors,
+// set_lr(s), add_param_group, step() and checkpoint loads) and by the LR schedulers:
+// "Adam: lr must be finite and >= 0, but got inf (group 1)", "Adam: betas[0] must be in [0, 1),
+// but got 1".
+void check_hyper(std::string_view who, std::string_view arg, double value, const Range& range, const std::string& where);
 
 // Row-wise walk of a dense parameter [rows, width] against a coalesced row-sparse gradient (rows
 // sorted and unique): touched(first_row, values, count) for each run of consecutive rows present
@@ -307,9 +438,10 @@ void for_each_dense_run(Grad& grad, std::size_t numel, DenseRun&& dense, ZeroRun
 
 // fn(begin, end) over [0, n) elements, split over get_num_threads() threads when n is large
 // (chunks of at least kParallelMinFloats elements). Elementwise kernels give the same bits for any split.
+// fn is passed by reference, so this allocates nothing (see parallel_for).
 template <class Fn>
 void parallel_elements(std::size_t n, Fn&& fn) {
-  parallel_for(n, kParallelMinFloats, fn);
+  parallel_for(n, kParallelMinFloats, std::ref(fn));
 }
 
 // Rows of p as a parameter [rows, width]: shape[0] rows (1 for a 0-d Parameter).

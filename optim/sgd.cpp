@@ -42,9 +42,10 @@ SGD::SGD(const std::vector<Parameter>& params, const SGDOptions& options) : Opti
 SGD::SGD(std::vector<ParamGroup<SGDOptions>> groups) : OptimizerWith("SGD") { install(std::move(groups)); }
 
 void SGD::check_options(const SGDOptions& o, const std::string& where) const {
-  check_at_least(name(), "lr", o.lr, 0.0, where);
-  check_at_least(name(), "momentum", o.momentum, 0.0, where);
-  check_at_least(name(), "weight_decay", o.weight_decay, 0.0, where);
+  check_hyper(name(), "lr", o.lr, kNonNegative, where);
+  check_hyper(name(), "momentum", o.momentum, kNonNegative, where);
+  check_hyper(name(), "dampening", o.dampening, kClosedUnitInterval, where);
+  check_hyper(name(), "weight_decay", o.weight_decay, kNonNegative, where);
   if (o.nesterov && !(o.momentum > 0.0 && o.dampening == 0.0))
     throw Error(fmt::format("SGD: nesterov requires momentum > 0 and dampening = 0, but got momentum = {} and "
                             "dampening = {}{}",
@@ -54,6 +55,20 @@ void SGD::check_options(const SGDOptions& o, const std::string& where) const {
 void SGD::check_step() const {
   check_all_options();
   check_no_sparse_weight_decay();
+}
+
+std::optional<SGDState> SGD::prepare_param(const Parameter& p, const SGDOptions& o, const SGDState* current) const {
+  Grad& grad = *p.grad_store();
+  if (o.momentum == 0.0) {
+    if (grad.is_sparse()) grad.prepare_walk();  // the fused row walk
+    return std::nullopt;
+  }
+  if (grad.is_sparse()) grad.coalesce();  // walked as if dense
+  if (current != nullptr && !current->momentum_buffer.empty()) return std::nullopt;
+  SGDState s;
+  s.momentum_buffer.assign(static_cast<std::size_t>(p.numel()), 0.0f);
+  s.buffer_unset = true;
+  return s;
 }
 
 void SGD::update() {
@@ -98,10 +113,10 @@ void SGD::update() {
       } else {
         // Momentum: dense buffer; a sparse gradient is walked as if dense (absent rows have g = 0),
         // which is exactly PyTorch's sparse-buffer result.
-        std::vector<float>& buf = state_for(p).momentum_buffer;
-        const bool first = buf.empty();
-        if (first) buf.assign(numel, 0.0f);
-        float* b = buf.data();
+        SGDState& st = state_at(p);  // the buffer was allocated by prepare_param
+        const bool first = st.buffer_unset;
+        st.buffer_unset = false;
+        float* b = st.momentum_buffer.data();
         for_each_dense_run(
             *grad, numel,
             [&](std::size_t at, const float* g, std::size_t n) {

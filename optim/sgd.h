@@ -11,6 +11,7 @@
 // as in PyTorch.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "optim/optimizer.h"
@@ -19,20 +20,23 @@ namespace hitch::optim {
 
 struct SGDOptions {
   double lr = 1e-3;  // PyTorch 1.13 requires lr; 2.x defaults it to 1e-3, as here
-  double momentum = 0.0;
-  double dampening = 0.0;
-  double weight_decay = 0.0;
+  double momentum = 0.0;      // finite, >= 0
+  double dampening = 0.0;     // in [0, 1] (PyTorch takes any value)
+  double weight_decay = 0.0;  // finite, >= 0
   bool nesterov = false;  // requires momentum > 0 and dampening = 0
   bool maximize = false;
 };
 
 struct SGDState {
   std::vector<float> momentum_buffer;  // empty until the first step with momentum > 0
+  // Set by step() when it allocates the buffer, cleared by the update that first writes it
+  // (b = d at that step). Not part of the saved state.
+  bool buffer_unset = false;
 
   // The checkpoint's view (see OptimizerWith::export_state).
   template <class Self, class F>
   static void for_each_field(Self& s, F&& f) {
-    f("momentum_buffer", s.momentum_buffer, FieldKind::OptionalBuffer);
+    f("momentum_buffer", s.momentum_buffer, FieldKind::OptionalBuffer, FieldValues::Finite);
   }
 };
 
@@ -46,6 +50,8 @@ class SGD : public OptimizerWith<SGDOptions, SGDState> {
  protected:
   void check_options(const SGDOptions& o, const std::string& where) const override;
   void check_step() const override;
+  std::optional<SGDState> prepare_param(const Parameter& p, const SGDOptions& o,
+                                        const SGDState* current) const override;
   void update() override;
 };
 

@@ -43,21 +43,26 @@ SparseAdam::SparseAdam(std::vector<ParamGroup<SparseAdamOptions>> groups) : Opti
 
 void SparseAdam::check_options(const SparseAdamOptions& o, const std::string& where) const {
   // lr > 0 when built (PyTorch's rule); a schedule may later take it down to 0.
-  if (constructed_)
-    check_at_least(name(), "lr", o.lr, 0.0, where);
-  else
-    check_positive(name(), "lr", o.lr, where);
-  check_positive(name(), "eps", o.eps, where);
-  check_unit_interval(name(), "betas[0]", o.betas.first, where);
-  check_unit_interval(name(), "betas[1]", o.betas.second, where);
+  check_hyper(name(), "lr", o.lr, constructed_ ? kNonNegative : kPositive, where);
+  check_hyper(name(), "eps", o.eps, kPositive, where);
+  check_hyper(name(), "betas[0]", o.betas.first, kUnitInterval, where);
+  check_hyper(name(), "betas[1]", o.betas.second, kUnitInterval, where);
 }
 
-void SparseAdam::on_group_added(const ParamGroup<SparseAdamOptions>& group) {
+void SparseAdam::check_group(const ParamGroup<SparseAdamOptions>& group, const std::string& where) const {
   for (std::size_t i = 0; i < group.params.size(); ++i)
     if (group.params[i].shape().empty())
-      throw Error(fmt::format("SparseAdam: Parameter {} (position {}) has shape [], but SparseAdam needs a Parameter "
-                              "with rows (rank >= 1)",
-                              param_label(group.params[i]), i));
+      throw Error(fmt::format("SparseAdam: Parameter {} (position {}) has shape [], but SparseAdam needs a "
+                              "Parameter with rows (rank >= 1){}",
+                              param_label(group.params[i]), i, where));
+}
+
+std::optional<SparseAdamState> SparseAdam::prepare_param(const Parameter& p, const SparseAdamOptions&,
+                                                         const SparseAdamState* current) const {
+  p.grad_store()->prepare_walk();  // the fused row walk (a no-op for an empty gradient)
+  if (current != nullptr) return std::nullopt;
+  const auto numel = static_cast<std::size_t>(p.numel());
+  return SparseAdamState{0, std::vector<float>(numel), std::vector<float>(numel)};
 }
 
 void SparseAdam::check_step() const {
@@ -79,12 +84,7 @@ void SparseAdam::update() {
     for (Parameter& p : group.params) {
       Grad* grad = p.grad_store();
       if (grad == nullptr) continue;
-      SparseAdamState& st = state_for(p);
-      const auto numel = static_cast<std::size_t>(p.numel());
-      if (st.exp_avg.empty() && numel > 0) {
-        st.exp_avg.assign(numel, 0.0f);
-        st.exp_avg_sq.assign(numel, 0.0f);
-      }
+      SparseAdamState& st = state_at(p);  // made by prepare_param
       st.step += 1;  // per Parameter, also for an empty gradient
       if (grad->empty() || grad->num_blocks() == 0) continue;
       const auto t = static_cast<double>(st.step);

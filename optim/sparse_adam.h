@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -34,9 +35,9 @@ struct SparseAdamState {
   // The checkpoint's view (see OptimizerWith::export_state).
   template <class Self, class F>
   static void for_each_field(Self& s, F&& f) {
-    f("step", s.step, FieldKind::Count);
-    f("exp_avg", s.exp_avg, FieldKind::Buffer);
-    f("exp_avg_sq", s.exp_avg_sq, FieldKind::Buffer);
+    f("step", s.step, FieldKind::Count, FieldValues::Finite);
+    f("exp_avg", s.exp_avg, FieldKind::Buffer, FieldValues::Finite);
+    f("exp_avg_sq", s.exp_avg_sq, FieldKind::Buffer, FieldValues::NonNegative);
   }
 };
 
@@ -49,8 +50,10 @@ class SparseAdam : public OptimizerWith<SparseAdamOptions, SparseAdamState> {
 
  protected:
   void check_options(const SparseAdamOptions& o, const std::string& where) const override;
-  void on_group_added(const ParamGroup<SparseAdamOptions>& group) override;
+  void check_group(const ParamGroup<SparseAdamOptions>& group, const std::string& where) const override;
   void check_step() const override;
+  std::optional<SparseAdamState> prepare_param(const Parameter& p, const SparseAdamOptions& o,
+                                               const SparseAdamState* current) const override;
   void update() override;
 };
 

@@ -13,8 +13,10 @@
 #include <algorithm>
 #include <array>
 #include <csignal>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <span>
@@ -346,7 +348,7 @@ TEST_CASE("checkpoint catalog: optimizer metadata missing or not a number") {
   snap.check();
 }
 
-TEST_CASE("checkpoint catalog: an lr the optimizer refuses undoes the lrs already set") {
+TEST_CASE("checkpoint catalog: an lr the optimizer refuses changes no lr") {
   const std::vector<std::byte> good = good_checkpoint();
   Trained target(2);
   const Snapshot snap(target);
@@ -354,12 +356,68 @@ TEST_CASE("checkpoint catalog: an lr the optimizer refuses undoes the lrs alread
   c.metadata["hitch.optimizer.lr.0"] = "0.5";  // valid: set first, then undone
   c.metadata["hitch.optimizer.lr.1"] = "-1";
   CHECK_THROWS_WITH_AS(nn::load_checkpoint_from_bytes(c.bytes(), target.model, target.parts()),
-                       "load_checkpoint: (bytes): Adam: lr must be >= 0, but got -1 (group 1)", Error);
+                       "load_checkpoint: (bytes): Adam: lr must be finite and >= 0, but got -1 (group 1)", Error);
   c.metadata["hitch.optimizer.lr.1"] = "nan";
   CHECK_THROWS_WITH_AS(nn::load_checkpoint_from_bytes(c.bytes(), target.model, target.parts()),
-                       "load_checkpoint: (bytes): Adam: lr must be >= 0, but got nan (group 1)", Error);
+                       "load_checkpoint: (bytes): Adam: lr must be finite and >= 0, but got nan (group 1)", Error);
+  c.metadata["hitch.optimizer.lr.1"] = "inf";
+  CHECK_THROWS_WITH_AS(nn::load_checkpoint_from_bytes(c.bytes(), target.model, target.parts()),
+                       "load_checkpoint: (bytes): Adam: lr must be finite and >= 0, but got inf (group 1)", Error);
   snap.check();
   CHECK(target.opt.lr(0) == 0.1);
+}
+
+TEST_CASE("checkpoint catalog: optimizer state the optimizer cannot reach is refused and changes nothing") {
+  const std::vector<std::byte> good = good_checkpoint();
+  Trained target(2);
+  const Snapshot snap(target);
+  const std::string who = "load_checkpoint: (bytes): Adam: import_state: record 0 (Parameter 'weight')";
+  auto with_step = [&](std::int64_t step) {
+    Contents c(good);
+    c.metadata["hitch.optimizer.lr.0"] = "0.5";  // valid, and must not be set either
+    std::vector<std::byte> bytes(sizeof step);
+    std::memcpy(bytes.data(), &step, sizeof step);
+    c.tensor("optim.emb.weight.step").bytes = bytes;
+    return c.bytes();
+  };
+  for (const std::int64_t step : {std::int64_t{-1}, std::numeric_limits<std::int64_t>::max(), optim::kMaxStep + 1})
+    CHECK_THROWS_WITH_AS(nn::load_checkpoint_from_bytes(with_step(step), target.model, target.parts()),
+                         (who + ": count 'step' = " + std::to_string(step) +
+                          " is out of range (valid: [0, 9007199254740992] = [0, 2^53])")
+                             .c_str(),
+                         Error);
+  auto with_value = [&](const std::string& tensor, std::size_t at, float value) {
+    Contents c(good);
+    nn::SafetensorsTensor& t = c.tensor(tensor);
+    std::vector<std::byte> bytes(t.bytes.begin(), t.bytes.end());
+    std::memcpy(bytes.data() + at * sizeof value, &value, sizeof value);
+    t.bytes = bytes;
+    return c.bytes();
+  };
+  CHECK_THROWS_WITH_AS(nn::load_checkpoint_from_bytes(with_value("optim.emb.weight.exp_avg_sq", 2, -1.0f),
+                                                      target.model, target.parts()),
+                       (who + ": buffer 'exp_avg_sq' has -1 at element 2, a value Adam never holds (valid: finite "
+                              "and >= 0)")
+                           .c_str(),
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      nn::load_checkpoint_from_bytes(with_value("optim.emb.weight.exp_avg", 0, std::numeric_limits<float>::infinity()),
+                                     target.model, target.parts()),
+      (who + ": buffer 'exp_avg' has inf at element 0, a value Adam never holds (valid: finite)").c_str(), Error);
+  CHECK_THROWS_WITH_AS(
+      nn::load_checkpoint_from_bytes(with_value("optim.emb.weight.exp_avg", 1, std::nanf("")), target.model,
+                                     target.parts()),
+      (who + ": buffer 'exp_avg' has nan at element 1, a value Adam never holds (valid: finite)").c_str(), Error);
+  snap.check();
+
+  // The largest count is accepted; a step from it is refused (and changes nothing).
+  nn::load_checkpoint_from_bytes(with_step(optim::kMaxStep), target.model, target.parts());
+  const Snapshot loaded(target);
+  CHECK_THROWS_WITH_AS(target.opt.step(),
+                       "Adam: Parameter 'weight' (group 0) has step = 9007199254740992, the most a state counts "
+                       "(2^53), so it cannot take another step",
+                       Error);
+  loaded.check();
 }
 
 TEST_CASE("checkpoint catalog: reading a folder as a checkpoint") {

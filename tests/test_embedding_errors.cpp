@@ -166,3 +166,35 @@ TEST_CASE("embedding errors: module construction checks options before drawing f
                        "shape [3]",
                        hitch::Error);
 }
+
+TEST_CASE("embedding errors: a BagMode outside the enum and a weight replaced by a 0-d Parameter are refused") {
+  Fixture f;
+  const auto bad = static_cast<BagMode>(7);
+  const IndexTensor input({1, 2}, {0, 1});
+  CHECK_REJECTED(embedding_bag(input, f.w, {.mode = bad, .max_norm = 1.0f}),
+                 "embedding_bag: mode = 7 is not a BagMode (valid: 0 sum, 1 mean, 2 max, 3 sqrtn)");
+  const auto gen_state = default_generator().state();
+  CHECK_THROWS_WITH_AS(nn::EmbeddingBag(4, 2, {.mode = bad}),
+                       "EmbeddingBag: mode = 7 is not a BagMode (valid: 0 sum, 1 mean, 2 max, 3 sqrtn)", Error);
+  CHECK(default_generator().state() == gen_state);  // refused before drawing the table
+  CHECK_THROWS_WITH_AS(to_string(bad), "to_string: BagMode value 7 is not a mode (valid: 0 sum, 1 mean, 2 max, 3 sqrtn)",
+                       Error);
+
+  // The modules' weight and options are public members: replaced after construction, they are
+  // checked where they are used.
+  nn::EmbeddingBag module(4, 2);
+  module.options.mode = bad;
+  CHECK_THROWS_WITH_AS(module(input), "embedding_bag: mode = 7 is not a BagMode (valid: 0 sum, 1 mean, 2 max, 3 sqrtn)",
+                       Error);
+  module.weight = Parameter("weight", Tensor::scalar(1.0f));
+  CHECK_THROWS_WITH_AS(module.num_embeddings(),
+                       "EmbeddingBag: weight must be 2-D [num_embeddings, embedding_dim], but has shape []", Error);
+  CHECK_THROWS_WITH_AS(module.embedding_dim(),
+                       "EmbeddingBag: weight must be 2-D [num_embeddings, embedding_dim], but has shape []", Error);
+  nn::Embedding emb(4, 2);
+  emb.weight = Parameter("weight", Tensor::scalar(1.0f));
+  CHECK_THROWS_WITH_AS(emb.num_embeddings(),
+                       "Embedding: weight must be 2-D [num_embeddings, embedding_dim], but has shape []", Error);
+  CHECK_THROWS_WITH_AS(emb(IndexTensor{0}), "embedding: weight must be 2-D [num_embeddings, embedding_dim], but has shape []",
+                       Error);
+}

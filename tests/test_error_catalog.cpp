@@ -123,7 +123,7 @@ TEST_CASE("error catalog: set_num_threads") {
 TEST_CASE("error catalog: LR schedulers") {
   Parameter w = trained("w");
   optim::SGD sgd({w}, {.lr = 0.5});
-  CHECK_THROWS_WITH_AS(optim::StepLR(sgd, 2, -0.5), "StepLR: gamma must be >= 0, but got -0.5", Error);
+  CHECK_THROWS_WITH_AS(optim::StepLR(sgd, 2, -0.5), "StepLR: gamma must be finite and >= 0, but got -0.5", Error);
   CHECK(sgd.lr(0) == 0.5);
   optim::StepLR sched(sgd, 1, 0.5);
   Parameter v = trained("v");
