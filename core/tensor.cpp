@@ -1,6 +1,7 @@
 // hitch/core/tensor.cpp: Tensor, IndexTensor and Generator.
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -18,17 +19,36 @@ namespace hitch {
 
 std::string shape_str(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ",")); }
 
-std::int64_t numel_of(const Shape& shape) {
-  std::int64_t n = 1;
-  for (auto s : shape) n *= s;
-  return n;
-}
-
-static void check_shape(std::string_view op, const Shape& shape) {
+// The message for a shape that checked_numel refuses: a negative size first, else the limit.
+[[noreturn, gnu::cold]] static void refuse_shape(std::string_view op, const Shape& shape) {
   for (std::size_t d = 0; d < shape.size(); ++d)
     if (shape[d] < 0)
       throw Error(fmt::format("{}: shape {} has a negative size {} at dim {}", op, shape_str(shape), shape[d], d));
+  const bool has_zero = std::find(shape.begin(), shape.end(), 0) != shape.end();
+  throw Error(has_zero ? fmt::format("{}: shape {} has non-zero sizes whose product is more than 2^48 (the limit per "
+                                     "tensor, for its elements and every product of its sizes)",
+                                     op, shape_str(shape))
+                       : fmt::format("{}: shape {} has more than 2^48 elements (the limit per tensor)", op,
+                                     shape_str(shape)));
 }
+
+std::int64_t checked_numel(std::string_view op, const Shape& shape) {
+  // The product of the non-zero sizes, refused as soon as it would pass kMaxNumel (it never
+  // overflows: each step multiplies two numbers of at most 2^63 and checks for overflow).
+  std::int64_t nonzero = 1;
+  bool has_zero = false;
+  for (const std::int64_t s : shape) {
+    if (s <= 0) {
+      if (s < 0) refuse_shape(op, shape);
+      has_zero = true;
+      continue;
+    }
+    if (__builtin_mul_overflow(nonzero, s, &nonzero) || nonzero > kMaxNumel) refuse_shape(op, shape);
+  }
+  return has_zero ? 0 : nonzero;
+}
+
+std::int64_t numel_of(const Shape& shape) { return checked_numel("numel_of", shape); }
 
 std::int64_t wrap_dim(std::string_view op, std::int64_t dim, std::int64_t rank) {
   if (rank == 0) throw Error(fmt::format("{}: dim {} given for a tensor of rank 0, which has no dims", op, dim));
@@ -173,18 +193,28 @@ constexpr std::size_t kSmallBytes = std::size_t{1} << 20;
 thread_local BlockCache<kSmallBlocks, kSmallBytes> small_cache;
 }  // namespace
 
+// The system allocator's std::bad_alloc becomes an AllocationError naming the request.
+static void* new_block(std::size_t bytes, std::align_val_t align) {
+  try {
+    return ::operator new(bytes, align);
+  } catch (const std::bad_alloc&) {
+    throw AllocationError(fmt::format("storage_allocate: cannot allocate {} bytes for a tensor's values: out of memory",
+                                      bytes));
+  }
+}
+
 void* storage_allocate(std::size_t bytes) {
   if (kCacheOn && !cache_gone && bytes > 0 && bytes <= kCacheMax) {
     if (void* p = bytes >= kCacheMin ? block_cache.take(bytes) : small_cache.take(bytes)) return p;
   }
   if (bytes >= kHugeMin) {
-    void* p = ::operator new(bytes, kHugeAlign);
+    void* p = new_block(bytes, kHugeAlign);
 #if defined(__linux__)
     madvise(p, bytes, MADV_HUGEPAGE);  // a hint: refused (no THP) changes nothing
 #endif
     return p;
   }
-  return ::operator new(bytes, kStorageAlign);
+  return new_block(bytes, kStorageAlign);
 }
 
 void storage_deallocate(void* p, std::size_t bytes) noexcept {
@@ -211,50 +241,64 @@ static std::shared_ptr<TensorImpl> make_impl(Shape shape, FloatStorage values) {
 }
 
 Tensor::Tensor(Shape shape, std::vector<float> values) {
-  check_shape("Tensor", shape);
-  const auto n = numel_of(shape);
+  const auto n = checked_numel("Tensor", shape);
   if (static_cast<std::int64_t>(values.size()) != n)
     throw Error(fmt::format("Tensor: shape {} needs {} values, got {}", shape_str(shape), n, values.size()));
   impl_ = make_impl(std::move(shape), FloatStorage(values.begin(), values.end()));
 }
 
-Tensor Tensor::empty(Shape shape) {
-  check_shape("Tensor::empty", shape);
-  const auto n = static_cast<std::size_t>(numel_of(shape));
-#ifdef NDEBUG
-  return Tensor(make_impl(std::move(shape), FloatStorage(n)));
-#else
-  return Tensor(make_impl(std::move(shape), FloatStorage(n, std::numeric_limits<float>::quiet_NaN())));
-#endif
-}
-Tensor Tensor::zeros(Shape shape) { return full(std::move(shape), 0.0f); }
-Tensor Tensor::ones(Shape shape) { return full(std::move(shape), 1.0f); }
-Tensor Tensor::scalar(float value) { return Tensor(Shape{}, {value}); }
-
-Tensor Tensor::full(Shape shape, float value) {
-  check_shape("Tensor::full", shape);
-  const auto n = static_cast<std::size_t>(numel_of(shape));
+// A tensor of shape (checked for op) with every value set to value.
+static Tensor filled(std::string_view op, Shape shape, float value) {
+  const auto n = static_cast<std::size_t>(checked_numel(op, shape));
   return Tensor(make_impl(std::move(shape), FloatStorage(n, value)));
 }
 
+Tensor Tensor::empty(Shape shape) {
+#ifdef NDEBUG
+  const auto n = static_cast<std::size_t>(checked_numel("Tensor::empty", shape));
+  return Tensor(make_impl(std::move(shape), FloatStorage(n)));
+#else
+  return filled("Tensor::empty", std::move(shape), std::numeric_limits<float>::quiet_NaN());
+#endif
+}
+Tensor Tensor::zeros(Shape shape) { return filled("Tensor::zeros", std::move(shape), 0.0f); }
+Tensor Tensor::ones(Shape shape) { return filled("Tensor::ones", std::move(shape), 1.0f); }
+Tensor Tensor::full(Shape shape, float value) { return filled("Tensor::full", std::move(shape), value); }
+Tensor Tensor::scalar(float value) { return Tensor(Shape{}, {value}); }
+
 Tensor Tensor::arange(float start, float end, float step) {
-  if (step == 0.0f || !std::isfinite(step)) throw Error(fmt::format("arange: step must be finite and non-zero, got {}", step));
+  if (!std::isfinite(start) || !std::isfinite(end) || !std::isfinite(step) || step == 0.0f)
+    throw Error(fmt::format("Tensor::arange: start, end and step must be finite and step non-zero, got start {}, end "
+                            "{} and step {}",
+                            start, end, step));
+  // In double, |end - start| / |step| is at most about 2^128 / 2^-149: finite, and compared
+  // with the limit before any conversion to an integer.
   const double count = std::ceil((static_cast<double>(end) - start) / step);
+  if (count > static_cast<double>(kMaxNumel))
+    throw Error(fmt::format("Tensor::arange: [{}, {}) in steps of {} has {} values, more than 2^48 (the limit per "
+                            "tensor)",
+                            start, end, step, count));
   const auto n = static_cast<std::int64_t>(count > 0 ? count : 0);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(start + static_cast<double>(i) * step);
-  return Tensor({n}, std::move(v));
+  Tensor out = filled("Tensor::arange", {n}, 0.0f);
+  float* v = out.data();
+  for (std::int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(start + static_cast<double>(i) * step);
+  return out;
 }
 
 Tensor Tensor::randn(Shape shape, Generator& gen, float mean, float std) {
-  Tensor t = zeros(std::move(shape));
+  if (!std::isfinite(mean) || !std::isfinite(std) || std < 0.0f)
+    throw Error(fmt::format("Tensor::randn: mean and std must be finite and std >= 0, got mean {} and std {}", mean,
+                            std));
+  Tensor t = filled("Tensor::randn", std::move(shape), 0.0f);
   for (auto& x : t.impl().storage->data) x = static_cast<float>(mean + std * gen.normal());
   return t;
 }
 
 Tensor Tensor::uniform(Shape shape, float low, float high, Generator& gen) {
-  if (!(low <= high)) throw Error(fmt::format("uniform: low must be <= high, got low {} and high {}", low, high));
-  Tensor t = zeros(std::move(shape));
+  if (!std::isfinite(low) || !std::isfinite(high) || !(low <= high))
+    throw Error(fmt::format("Tensor::uniform: low and high must be finite with low <= high, got low {} and high {}",
+                            low, high));
+  Tensor t = filled("Tensor::uniform", std::move(shape), 0.0f);
   for (auto& x : t.impl().storage->data) x = static_cast<float>(low + (static_cast<double>(high) - low) * gen.uniform());
   return t;
 }
@@ -327,18 +371,44 @@ Tensor Tensor::clone() const { return Tensor(shape(), to_vector()); }
 IndexTensor::IndexTensor(std::initializer_list<std::int64_t> values)
     : shape_{static_cast<std::int64_t>(values.size())}, data_(values) {}
 
-IndexTensor::IndexTensor(Shape shape, std::vector<std::int64_t> values) : shape_(std::move(shape)), data_(std::move(values)) {
-  check_shape("IndexTensor", shape_);
-  if (static_cast<std::int64_t>(data_.size()) != numel_of(shape_))
-    throw Error(fmt::format("IndexTensor: shape {} needs {} values, got {}", shape_str(shape_), numel_of(shape_), data_.size()));
+IndexTensor::IndexTensor(Shape shape, std::vector<std::int64_t> values) {
+  const auto n = checked_numel("IndexTensor", shape);
+  if (static_cast<std::int64_t>(values.size()) != n)
+    throw Error(fmt::format("IndexTensor: shape {} needs {} values, got {}", shape_str(shape), n, values.size()));
+  shape_ = std::move(shape);
+  data_ = std::move(values);
 }
 
 IndexTensor IndexTensor::arange(std::int64_t start, std::int64_t end, std::int64_t step) {
   if (step == 0) throw Error("IndexTensor::arange: step must be non-zero, got 0");
+  // The count in unsigned 64-bit arithmetic: the distance |end - start| and |step| fit there
+  // (INT64_MIN included), and ceil(distance / |step|) = (distance - 1) / |step| + 1.
+  const bool up = step > 0;
+  std::uint64_t count = 0;
+  if (up ? start < end : start > end) {
+    const std::uint64_t distance = up ? static_cast<std::uint64_t>(end) - static_cast<std::uint64_t>(start)
+                                      : static_cast<std::uint64_t>(start) - static_cast<std::uint64_t>(end);
+    const std::uint64_t stride = up ? static_cast<std::uint64_t>(step) : ~static_cast<std::uint64_t>(step) + 1;
+    count = (distance - 1) / stride + 1;
+  }
+  if (count > static_cast<std::uint64_t>(kMaxNumel))
+    throw Error(fmt::format("IndexTensor::arange: [{}, {}) in steps of {} has {} values, more than 2^48 (the limit "
+                            "per tensor)",
+                            start, end, step, count));
   std::vector<std::int64_t> v;
-  for (auto i = start; step > 0 ? i < end : i > end; i += step) v.push_back(i);
-  const auto n = static_cast<std::int64_t>(v.size());
-  return IndexTensor({n}, std::move(v));
+  try {
+    v.resize(static_cast<std::size_t>(count));
+  } catch (const std::bad_alloc&) {
+    throw AllocationError(fmt::format("IndexTensor::arange: cannot allocate {} bytes for {} values: out of memory",
+                                      count * sizeof(std::int64_t), count));
+  }
+  // Each value lies in [start, end) (or (end, start]); the step after the last one is never taken.
+  std::int64_t x = start;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    v[i] = x;
+    if (i + 1 < v.size()) x += step;
+  }
+  return IndexTensor({static_cast<std::int64_t>(count)}, std::move(v));
 }
 
 std::int64_t IndexTensor::size(std::int64_t d) const { return shape_[static_cast<std::size_t>(wrap_dim("size", d, dim()))]; }

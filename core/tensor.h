@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -58,7 +59,9 @@ void manual_seed(std::uint64_t seed);
 // cache (blocks of 128 KB - 8 MB, at most 8 blocks / 32 MB, exact sizes, released at thread
 // exit; off under AddressSanitizer), so a training loop's
 // same-sized outputs and gradients reuse memory instead of mapping and page-faulting fresh
-// memory every step. Values are value-initialised (zeros) as with std::allocator.
+// memory every step. Values are value-initialised (zeros) as with std::allocator. When the
+// system allocator fails (std::bad_alloc), storage_allocate throws AllocationError naming the
+// bytes instead, so a too large but legal tensor is a hitch::Error like every other failure.
 void* storage_allocate(std::size_t bytes);
 void storage_deallocate(void* p, std::size_t bytes) noexcept;
 
@@ -112,6 +115,21 @@ struct TensorImpl {
   int next_hook_id = 1;                              // ids are never reused
 };
 
+// The most elements one Tensor or IndexTensor may have: 2^48 (about 2.8e14). Its byte count
+// (2^50 for float32, 2^51 for int64) fits size_t and ptrdiff_t 2^12 times over, so element counts,
+// byte counts and flat offsets of a valid shape never overflow, and neither does a product of two
+// of its sizes or an offset plus a count. No current machine can hold a tensor this large
+// (x86-64 and AArch64 address at most 2^48 to 2^57 bytes), so the limit refuses only shapes that
+// could never be allocated; those below it that still do not fit fail with AllocationError.
+inline constexpr std::int64_t kMaxNumel = std::int64_t{1} << 48;
+
+// The one shape check, used by every constructor and factory of Tensor and IndexTensor (and by
+// reshape and the safetensors reader): every size is >= 0 and the product of the non-zero sizes
+// is at most kMaxNumel (so also every partial product, and numel itself). Returns numel, or
+// throws Error naming op, the shape and the limit.
+std::int64_t checked_numel(std::string_view op, const Shape& shape);
+// The element count of a shape: checked_numel("numel_of", shape). Every Tensor's and
+// IndexTensor's shape passed the check already, so for them this never throws.
 std::int64_t numel_of(const Shape& shape);
 
 class Tensor {
@@ -120,6 +138,8 @@ class Tensor {
   Tensor(Shape shape, std::vector<float> values);  // values.size() must equal the numel
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
+  // Every constructor and factory checks its shape with checked_numel (sizes >= 0, at most
+  // kMaxNumel elements) before allocating, and names itself in the error ("Tensor::zeros: ...").
   // For op outputs that are fully written: the values are left unset (not zero-filled) in
   // optimised builds and set to NaN in builds without NDEBUG, so a kernel that reads a value it
   // never wrote shows up in the (Debug-built) test suite.
@@ -128,7 +148,9 @@ class Tensor {
   static Tensor ones(Shape shape);
   static Tensor full(Shape shape, float value);
   static Tensor scalar(float value);  // shape []
+  // [start, end) in steps of step: all three finite, step != 0, at most kMaxNumel values.
   static Tensor arange(float start, float end, float step = 1.0f);
+  // mean and std finite, std >= 0; low and high finite, low <= high. A refused call draws nothing.
   static Tensor randn(Shape shape, Generator& gen, float mean = 0.0f, float std = 1.0f);
   static Tensor uniform(Shape shape, float low, float high, Generator& gen);
 
@@ -168,6 +190,8 @@ class IndexTensor {
   IndexTensor() = default;
   IndexTensor(std::initializer_list<std::int64_t> values);  // 1-D
   IndexTensor(Shape shape, std::vector<std::int64_t> values);
+  // [start, end) in steps of step (any int64 values, step != 0, at most kMaxNumel values); the
+  // count is computed without overflow and no value past end is formed.
   static IndexTensor arange(std::int64_t start, std::int64_t end, std::int64_t step = 1);
 
   const Shape& shape() const { return shape_; }

@@ -128,15 +128,15 @@ SafetensorsEntry parse_entry(const std::string& name, const Json& info) {
                             who, e.dtype));
   const Json& shape = info["shape"];
   if (!shape.is_array()) throw Error(fmt::format("{}: shape must be an array, but it is {}", who, shape.dump()));
-  std::uint64_t bytes = elem;
   for (std::size_t d = 0; d < shape.size(); ++d) {
     const std::uint64_t n = as_count(shape[d], fmt::format("{}: shape[{}]", who, d));
-    if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ||
-        (n != 0 && bytes > std::numeric_limits<std::uint64_t>::max() / n))
-      throw Error(fmt::format("{}: shape {} is too large", who, shape.dump()));
-    bytes *= n;
+    if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      throw Error(fmt::format("{}: shape {} has a size over 2^48 (the limit per tensor)", who, shape.dump()));
     e.shape.push_back(static_cast<std::int64_t>(n));
   }
+  // The limit of every tensor (core/tensor.h, checked_numel): at most 2^48 elements, so the byte
+  // count (at most 2^51) cannot overflow.
+  const std::uint64_t bytes = static_cast<std::uint64_t>(checked_numel(who, e.shape)) * elem;
   const Json& offsets = info["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2)
     throw Error(fmt::format("{}: data_offsets must be [begin, end], but it is {}", who, offsets.dump()));
@@ -251,10 +251,10 @@ std::string safetensors_header(const std::vector<SafetensorsTensor>& tensors,
     if (t.name == "__metadata__" || header.contains(t.name))
       throw Error(fmt::format("the tensor name '{}' is {}", t.name,
                               t.name == "__metadata__" ? "reserved" : "used twice"));
-    if (t.bytes.size() != static_cast<std::size_t>(numel_of(t.shape)) * elem)
+    const auto need = static_cast<std::size_t>(checked_numel(fmt::format("tensor '{}'", t.name), t.shape)) * elem;
+    if (t.bytes.size() != need)
       throw Error(fmt::format("tensor '{}' has {} bytes, but dtype {} and shape {} need {}", t.name,
-                              t.bytes.size(), t.dtype, shape_str(t.shape),
-                              static_cast<std::size_t>(numel_of(t.shape)) * elem));
+                              t.bytes.size(), t.dtype, shape_str(t.shape), need));
     header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
     offset += t.bytes.size();
   }

@@ -1,6 +1,6 @@
 // hitch/ops/shape.cpp: reshape and 2-D transpose.
 //
-//   reshape(a, shape)  same numel, one dim may be -1 (inferred)  -> shape
+//   reshape(a, shape)  same numel, one dim may be -1 (inferred)  -> shape (checked_numel: at most kMaxNumel)
 //   transpose(a)       a [M,N]                                  -> [N,M]
 //
 // hitch has no views (core/tensor.h): both ops copy the values into a new tensor, so writing
@@ -30,7 +30,7 @@ void transpose_into(const float* x, float* out, i64 M, i64 N) {
 }  // namespace
 
 Tensor reshape(const Tensor& a, Shape shape) {
-  std::int64_t infer_at = -1, known = 1;
+  std::int64_t infer_at = -1;
   for (std::size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == -1) {
       if (infer_at >= 0)
@@ -40,19 +40,25 @@ Tensor reshape(const Tensor& a, Shape shape) {
     } else if (shape[d] < 0) {
       throw Error(fmt::format("reshape: invalid size {} at dim {} of {} (sizes must be >= 0, or -1 once)", shape[d], d,
                               shape_str(shape)));
-    } else {
-      known *= shape[d];
     }
   }
   const i64 n = a.numel();
   if (infer_at >= 0) {
+    // The product of the other sizes, held at kMaxNumel + 1 once it passes the limit (n is at
+    // most kMaxNumel, so a held product never divides a non-zero n; for n == 0 the final
+    // shape's check below refuses it).
+    i64 known = 1;
+    for (std::size_t d = 0; d < shape.size(); ++d)
+      if (static_cast<i64>(d) != infer_at && (__builtin_mul_overflow(known, shape[d], &known) || known > kMaxNumel))
+        known = kMaxNumel + 1;
     if (known == 0 || n % known != 0)
       throw Error(fmt::format("reshape: cannot reshape {} ({} elements) into {}", shape_str(a.shape()), n,
                               shape_str(shape)));
     shape[static_cast<std::size_t>(infer_at)] = n / known;
-  } else if (known != n) {
+    checked_numel("reshape", shape);
+  } else if (const i64 want = checked_numel("reshape", shape); want != n) {
     throw Error(fmt::format("reshape: cannot reshape {} ({} elements) into {} ({} elements)", shape_str(a.shape()), n,
-                            shape_str(shape), known));
+                            shape_str(shape), want));
   }
   Tensor out(std::move(shape), a.to_vector());
   record("reshape", {a}, out, [from = a.shape()](const Tensor& g, GradSink& sink) {

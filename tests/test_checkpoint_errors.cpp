@@ -110,7 +110,15 @@ TEST_CASE("parse_safetensors: entries") {
                        "tensor 'a': shape[0] must be a non-negative integer, but it is 1.5", Error);
   CHECK_THROWS_WITH_AS(
       parse(file_of(R"({"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4)),
-      "tensor 'a': shape [4294967296,4294967296] is too large", Error);
+      "tensor 'a': shape [4294967296,4294967296] has more than 2^48 elements (the limit per tensor)", Error);
+  CHECK_THROWS_WITH_AS(
+      parse(file_of(R"({"a":{"dtype":"F32","shape":[4611686018427387904,0],"data_offsets":[0,0]}})")),
+      "tensor 'a': shape [4611686018427387904,0] has non-zero sizes whose product is more than 2^48 (the limit per "
+      "tensor, for its elements and every product of its sizes)",
+      Error);
+  CHECK_THROWS_WITH_AS(
+      parse(file_of(R"({"a":{"dtype":"F32","shape":[18446744073709551615,0],"data_offsets":[0,0]}})")),
+      "tensor 'a': shape [18446744073709551615,0] has a size over 2^48 (the limit per tensor)", Error);
   CHECK_THROWS_WITH_AS(parse(file_of(R"({"a":{"dtype":"F32","shape":[1]}})")), "tensor 'a' has no 'data_offsets'",
                        Error);
   CHECK_THROWS_WITH_AS(parse(file_of(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}})", 4)),

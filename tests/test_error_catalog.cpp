@@ -59,10 +59,14 @@ TEST_CASE("error catalog: Tensor and IndexTensor construction") {
   CHECK_THROWS_WITH_AS(IndexTensor({-1}, {}), "IndexTensor: shape [-1] has a negative size -1 at dim 0", Error);
   CHECK_THROWS_WITH_AS(IndexTensor({2, 2}, {1, 2, 3}), "IndexTensor: shape [2,2] needs 4 values, got 3", Error);
   CHECK_THROWS_WITH_AS(IndexTensor::arange(0, 3, 0), "IndexTensor::arange: step must be non-zero, got 0", Error);
-  CHECK_THROWS_WITH_AS(Tensor::arange(0, 3, 0), "arange: step must be finite and non-zero, got 0", Error);
+  CHECK_THROWS_WITH_AS(Tensor::arange(0, 3, 0),
+                       "Tensor::arange: start, end and step must be finite and step non-zero, got start 0, end 3 and "
+                       "step 0",
+                       Error);
   Generator gen(1);
   const auto state = gen.state();
-  CHECK_THROWS_WITH_AS(Tensor::uniform({2}, 1.0f, 0.0f, gen), "uniform: low must be <= high, got low 1 and high 0", Error);
+  CHECK_THROWS_WITH_AS(Tensor::uniform({2}, 1.0f, 0.0f, gen),
+                       "Tensor::uniform: low and high must be finite with low <= high, got low 1 and high 0", Error);
   CHECK_THROWS_WITH_AS(gen.below(0), "Generator::below: n must be positive, got 0", Error);
   CHECK(gen.state() == state);
 }
