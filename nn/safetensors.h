@@ -70,9 +70,18 @@ std::string safetensors_header(const std::vector<SafetensorsTensor>& tensors,
 // byte written, fsync, rename over path, fsync of the folder. If anything fails the temporary
 // file is removed, path keeps its previous content and the hitch::Error names who, the path and
 // the OS error. A process killed mid-write leaves path as it was and, at worst, a stray
-// "<path>.tmp-<pid>-<n>" file.
+// "<name>.tmp-<pid>-<n>" file. The temporary file is created with O_EXCL under the first of
+// temporary_name(name, 0, 1, ...) that nothing in the folder holds, so leftovers of killed saves
+// (files or folders, any pid) never make a save fail; any name the file system accepts works
+// (spaces, UTF-8, NAME_MAX bytes long, a path near PATH_MAX).
 void write_file_atomically(std::string_view who, const std::string& path, std::string_view header,
                            const std::vector<SafetensorsTensor>& tensors);
+
+// The temporary file name write_file_atomically tries at attempt 0, 1, 2, ... for a file named
+// base (no folder) in a folder whose names may be name_max bytes long: "<base>.tmp-<pid>-<n>"
+// for the first four attempts (reproducible, for tests), "<base>.tmp-<pid>-<16 random hex
+// digits>" after that, with base shortened (at a UTF-8 boundary) so the name fits name_max.
+std::string temporary_name(std::string_view base, unsigned attempt, std::size_t name_max);
 
 // The whole content of a file, or a hitch::Error naming who, the path and the OS error.
 std::vector<std::byte> read_whole_file(std::string_view who, const std::string& path);
