@@ -53,6 +53,7 @@ Tensor log_softmax(const Tensor& a, std::int64_t dim) {
   Tensor out = Tensor::empty(a.shape());
   const float* x = a.data();
   float* y = out.data();
+  if (out.numel() == 0) outer = 0;  // nothing to write (and x may be null: no offsets from it)
   for (i64 o = 0; o < outer; ++o)
     for (i64 i = 0; i < inner; ++i) {
       const i64 base = o * n * inner + i;
