@@ -156,10 +156,10 @@ template <class Options, class State>
 class OptimizerWith : public Optimizer {
  public:
   std::size_t num_groups() const override { return groups_.size(); }
-  const std::vector<Parameter>& params(std::size_t group) const override { return groups_.at(group).params; }
-  double lr(std::size_t group) const override { return groups_.at(group).options.lr; }
+  const std::vector<Parameter>& params(std::size_t group) const override { return group_at("params", group).params; }
+  double lr(std::size_t group) const override { return group_at("lr", group).options.lr; }
   void set_lr(std::size_t group, double lr) override {
-    Options o = groups_.at(group).options;
+    Options o = group_at("set_lr", group).options;
     o.lr = lr;
     check_options(o, group_suffix(group));
     groups_[group].options.lr = lr;
@@ -210,8 +210,10 @@ class OptimizerWith : public Optimizer {
 
   // The options in force for a group. Changes made through options_mut() are validated again
   // at the next step().
-  const Options& options(std::size_t group = 0) const { return groups_.at(group).options; }
-  Options& options_mut(std::size_t group = 0) { return groups_.at(group).options; }
+  const Options& options(std::size_t group = 0) const { return group_at("options", group).options; }
+  Options& options_mut(std::size_t group = 0) {
+    return const_cast<ParamGroup<Options>&>(group_at("options_mut", group)).options;
+  }
 
   // Requires: the options are valid and no Parameter is already in this optimizer (nor one this
   // optimizer cannot take, e.g. a 0-d Parameter for SparseAdam). All-or-nothing: checks, then
@@ -240,6 +242,12 @@ class OptimizerWith : public Optimizer {
 
  protected:
   explicit OptimizerWith(std::string name) : Optimizer(std::move(name)) {}
+  // groups_[group], or hitch::Error naming the call, the group and the valid range.
+  const ParamGroup<Options>& group_at(const char* call, std::size_t group) const {
+    if (group >= groups_.size())
+      throw Error(fmt::format("{}::{}: group {} is out of range (valid: [0, {}))", name(), call, group, groups_.size()));
+    return groups_[group];
+  }
   // Derived constructors call one of these (a virtual check_options is not reachable from the
   // base constructor). Requires: a non-empty list; valid options; each Parameter once.
   void install(const std::vector<Parameter>& params, const Options& options) {

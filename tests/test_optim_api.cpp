@@ -252,3 +252,15 @@ TEST_CASE("SparseAdam: a Parameter without rows is refused") {
                        "(rank >= 1)",
                        hitch::Error);
 }
+
+TEST_CASE("Optimizer: a group index out of range is refused by name") {
+  hitch::Parameter w("w", hitch::Tensor({2}, {1, 2}));
+  hitch::optim::SGD sgd({w}, {.lr = 0.1});
+  CHECK_THROWS_WITH_AS(sgd.set_lr(1, 0.5), "SGD::set_lr: group 1 is out of range (valid: [0, 1))", hitch::Error);
+  CHECK_THROWS_WITH_AS((void)sgd.lr(7), "SGD::lr: group 7 is out of range (valid: [0, 1))", hitch::Error);
+  CHECK_THROWS_WITH_AS((void)sgd.params(1), "SGD::params: group 1 is out of range (valid: [0, 1))", hitch::Error);
+  CHECK_THROWS_WITH_AS((void)sgd.options(2), "SGD::options: group 2 is out of range (valid: [0, 1))", hitch::Error);
+  CHECK_THROWS_WITH_AS((void)sgd.options_mut(1), "SGD::options_mut: group 1 is out of range (valid: [0, 1))",
+                       hitch::Error);
+  CHECK(sgd.lr(0) == 0.1);
+}
