@@ -82,10 +82,11 @@ HITCH_ALWAYS_INLINE inline void prefetch_row(const float* array, std::int64_t ro
     default: return prefetch_row_lines(array, row, width);
   }
 }
-// Compiles a kernel for AVX2 and for baseline x86-64 and picks one at load time (GCC and clang
-// target_clones; off under sanitizers). For loops bound by arithmetic throughput (sqrt,
+// Compiles a kernel for AVX-512, AVX2 and baseline x86-64 and picks one at load time (GCC
+// target_clones; off under sanitizers and clang). For loops bound by arithmetic throughput (sqrt,
 // division, in-cache sums). IEEE add, multiply, divide and sqrt round the same at any vector
-// width and nothing is contracted into FMA, so results are bitwise the same either way.
+// width, and the library is built with -ffp-contract=off (CMakeLists.txt; checked by the
+// build_no_fma test) so nothing is contracted into FMA: results are bitwise the same either way.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) && \
     !defined(__clang__)  // TSan: an ifunc resolver runs before its runtime starts and crashes
 #define HITCH_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
