@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The README's second command: installs what is missing, builds and runs the whole test suite,
-# three ways (docs/reliability.md), stopping at the first failure:
-#   1. asan: every test (fuzz corpus replays included) under AddressSanitizer + UBSan, no recovery;
-#   2. tsan: the thread and determinism tests under ThreadSanitizer;
-#   3. dev:  every test in the Debug build; its ctest summary is the last output.
-# Stages 1 and 2 print a short summary (their whole log when they fail). HITCH_TEST_QUICK=1 runs
+# four ways (docs/reliability.md), stopping at the first failure:
+#   1. asan:    every test (fuzz corpus replays included) under AddressSanitizer + UBSan, no recovery;
+#   2. tsan:    the thread and determinism tests under ThreadSanitizer;
+#   3. release: every test in the optimised build users run (-O3, target_clones), where the
+#               bitwise promises and the no-FMA check (build_no_fma) matter;
+#   4. dev:     every test in the Debug build; its ctest summary is the last output.
+# Stages 1-3 print a one-line summary (their whole log when they fail). HITCH_TEST_QUICK=1 runs
 # only the dev suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ quiet() {
 }
 
 if [ "${HITCH_TEST_QUICK:-0}" != "1" ]; then
-  for preset in asan tsan; do
+  for preset in asan tsan release; do
     start=$SECONDS
     cmake --preset "$preset" >/dev/null
     quiet "build/$preset.build.log" cmake --build --preset "$preset" -j2
