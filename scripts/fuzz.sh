@@ -3,7 +3,7 @@
 #
 #   bash scripts/fuzz.sh [target] [seconds] [--merge]
 #
-# target: embedding (default); seconds: 600 by default. The campaign starts from the checked-in
+# target: embedding (default), checkpoint or api; seconds: 600 by default. The campaign starts from the checked-in
 # corpus tests/fuzz/corpus/<target>/ and grows a working corpus in build/fuzz/work-<target>/;
 # a failing input is written to build/fuzz/artifacts/ (replay it with
 # build/fuzz/tests/fuzz/fuzz_<target> <file>, or with the g++ replay binary). --merge adds the
@@ -23,10 +23,12 @@ work="build/fuzz/work-${target}"
 mkdir -p "$work" build/fuzz/artifacts
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-"$bin" -max_total_time="$seconds" -print_final_stats=1 -max_len=256 -timeout=10 -rss_limit_mb=2048 \
+max_len=256
+[ "$target" = api ] && max_len=1024  # a program of up to 48 calls
+"$bin" -max_total_time="$seconds" -print_final_stats=1 -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
   -artifact_prefix=build/fuzz/artifacts/ "$work" "$seed" 2>&1 | tee "build/fuzz/${target}.log" | grep -E "^#[0-9]+ +(INITED|DONE)|^Done|ERROR|SUMMARY|stat::" || true
 status=${PIPESTATUS[0]}
 if [ "$merge" = "--merge" ]; then
-  "$bin" -merge=1 -max_len=256 "$seed" "$work" 2>&1 | grep -E "MERGE-OUTER: [0-9]+ new files" || true
+  "$bin" -merge=1 -max_len="$max_len" "$seed" "$work" 2>&1 | grep -E "MERGE-OUTER: [0-9]+ new files" || true
 fi
 exit "$status"
