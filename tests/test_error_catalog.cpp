@@ -4,7 +4,9 @@
 // here checks that every `throw Error(` in the library is catalogued there.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -15,26 +17,65 @@
 using namespace hitch;
 
 namespace {
-// What a rejected call must leave as it was: a tensor's values, version and gradient, the tape.
+// What a rejected call must leave as it was: a tensor's (or module's) values, versions and
+// gradients, an optimizer's lrs and state, this thread's default generator, the tape and the
+// thread count.
 struct Unchanged {
-  Tensor t;
-  std::vector<float> values;
-  std::uint64_t version;
-  bool had_grad;
-  std::vector<float> grad;
+  std::vector<Tensor> ts;
+  std::vector<std::vector<float>> values, grads;
+  std::vector<std::uint64_t> versions;
+  std::vector<bool> had_grad;
+  std::vector<float> grad;  // the first tensor's, for rows that compare it by hand
+  const optim::Optimizer* opt = nullptr;
+  std::vector<double> lrs;
+  optim::StateRecords state;
+  std::array<std::uint64_t, 4> gen = default_generator().state();
+  std::optional<double> spare = default_generator().spare();
   std::size_t tape = tape_size();
-  explicit Unchanged(const Tensor& x)
-      : t(x),
-        values(x.to_vector()),
-        version(x.impl().storage->version),
-        had_grad(x.impl().grad != nullptr),
-        grad(had_grad ? x.grad().to_vector() : std::vector<float>{}) {}
+  int threads = get_num_threads();
+
+  explicit Unchanged(const Tensor& x, const optim::Optimizer* o = nullptr) : Unchanged(std::vector<Tensor>{x}, o) {}
+  explicit Unchanged(const nn::Module& m, const optim::Optimizer* o = nullptr) : Unchanged(values_of(m), o) {}
+  Unchanged(std::vector<Tensor> xs, const optim::Optimizer* o) : ts(std::move(xs)), opt(o) {
+    for (const Tensor& t : ts) {
+      values.push_back(t.to_vector());
+      versions.push_back(t.impl().storage->version);
+      had_grad.push_back(t.impl().grad != nullptr);
+      grads.push_back(had_grad.back() ? t.grad().to_vector() : std::vector<float>{});
+    }
+    grad = grads.front();
+    if (opt) {
+      for (std::size_t g = 0; g < opt->num_groups(); ++g) lrs.push_back(opt->lr(g));
+      state = opt->export_state();
+    }
+  }
+  static std::vector<Tensor> values_of(const nn::Module& m) {
+    std::vector<Tensor> out;
+    for (const Parameter& p : m.parameters()) out.push_back(p.value());
+    return out;
+  }
   void check() const {
-    CHECK(t.to_vector() == values);
-    CHECK(t.impl().storage->version == version);
-    CHECK((t.impl().grad != nullptr) == had_grad);
-    if (had_grad) CHECK(t.grad().to_vector() == grad);
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      CHECK(ts[i].to_vector() == values[i]);
+      CHECK(ts[i].impl().storage->version == versions[i]);
+      CHECK((ts[i].impl().grad != nullptr) == had_grad[i]);
+      if (had_grad[i]) CHECK(ts[i].grad().to_vector() == grads[i]);
+    }
+    if (opt) {
+      REQUIRE(opt->num_groups() == lrs.size());
+      for (std::size_t g = 0; g < lrs.size(); ++g) CHECK(opt->lr(g) == lrs[g]);
+      const optim::StateRecords now = opt->export_state();
+      REQUIRE(now.size() == state.size());
+      for (std::size_t i = 0; i < now.size(); ++i) {
+        CHECK(now[i].first.is_same(state[i].first));
+        CHECK(now[i].second.counts == state[i].second.counts);
+        CHECK(now[i].second.buffers == state[i].second.buffers);
+      }
+    }
+    CHECK(default_generator().state() == gen);
+    CHECK(default_generator().spare() == spare);
     CHECK(tape_size() == tape);
+    CHECK(get_num_threads() == threads);
   }
 };
 
@@ -53,6 +94,8 @@ std::string read(const std::filesystem::path& path) {
 }  // namespace
 
 TEST_CASE("error catalog: Tensor and IndexTensor construction") {
+  Parameter w = trained("w");
+  const Unchanged before(w.value());
   CHECK_THROWS_WITH_AS(Tensor({2, -1}, {}), "Tensor: shape [2,-1] has a negative size -1 at dim 1", Error);
   CHECK_THROWS_WITH_AS(Tensor::full({-3}, 1.0f), "Tensor::full: shape [-3] has a negative size -3 at dim 0", Error);
   CHECK_THROWS_WITH_AS(Tensor::empty({2, -1}), "Tensor::empty: shape [2,-1] has a negative size -1 at dim 1", Error);
@@ -69,6 +112,7 @@ TEST_CASE("error catalog: Tensor and IndexTensor construction") {
                        "Tensor::uniform: low and high must be finite with low <= high, got low 1 and high 0", Error);
   CHECK_THROWS_WITH_AS(gen.below(0), "Generator::below: n must be positive, got 0", Error);
   CHECK(gen.state() == state);
+  before.check();
 }
 
 TEST_CASE("error catalog: Tensor access and flags") {
@@ -101,6 +145,32 @@ TEST_CASE("error catalog: an empty Parameter handle") {
   CHECK(gen.state() == state);
 }
 
+namespace {
+struct Tied : nn::Module {
+  explicit Tied(Parameter items) : item(items), history(items, {.mode = BagMode::Mean}) {}
+  void members(Members& m) const override {
+    m.module("item", item);
+    m.module("history", history);
+  }
+  nn::Embedding item;
+  nn::EmbeddingBag history;
+};
+}  // namespace
+
+TEST_CASE("error catalog: a refused call in a tied model changes no module, optimizer, generator or tape state") {
+  Tied model(Parameter("items", Tensor::randn({5, 3}, default_generator())));
+  optim::Adam adam(model.parameters(), {.lr = 0.1});
+  backward(sum(model.item(IndexTensor{1, 2}) * model.history(IndexTensor({2, 2}, {0, 1, 2, 3}))));
+  adam.step();  // state exists
+  backward(sum(model.item(IndexTensor{4})));  // and a pending gradient
+  const Unchanged before(model, &adam);
+  CHECK_THROWS_WITH_AS(model.history(IndexTensor({1, 2}, {0, 5})),
+                       "embedding_bag: input[0,1] = 5 is out of range for a table of 5 rows (valid: [0, 5))", Error);
+  CHECK_THROWS_WITH_AS(adam.set_lr(0, -1.0), "Adam: lr must be finite and >= 0, but got -1", Error);
+  CHECK_THROWS_WITH_AS(nn::Embedding(2, -1), "Embedding: embedding_dim must be >= 0, but is -1", Error);
+  before.check();
+}
+
 TEST_CASE("error catalog: backward of a graph recorded partly on another thread") {
   Parameter w = trained("w");
   const Unchanged before(w.value());
@@ -118,10 +188,13 @@ TEST_CASE("error catalog: backward of a graph recorded partly on another thread"
 }
 
 TEST_CASE("error catalog: set_num_threads") {
+  Parameter w = trained("w");
+  const Unchanged before(w.value());
   const int n = get_num_threads();
   CHECK_THROWS_WITH_AS(set_num_threads(0), "set_num_threads: n = 0 is out of range (valid: [1, 256])", Error);
   CHECK_THROWS_WITH_AS(set_num_threads(257), "set_num_threads: n = 257 is out of range (valid: [1, 256])", Error);
   CHECK(get_num_threads() == n);
+  before.check();
 }
 
 TEST_CASE("error catalog: LR schedulers") {
@@ -132,7 +205,7 @@ TEST_CASE("error catalog: LR schedulers") {
   optim::StepLR sched(sgd, 1, 0.5);
   Parameter v = trained("v");
   sgd.add_param_group({.params = {v}, .options = {.lr = 0.25}});
-  const Unchanged before(w.value());
+  const Unchanged before(w.value(), &sgd);
   CHECK_THROWS_WITH_AS(sched.step(),
                        "LRScheduler: the optimizer had 1 parameter groups when the scheduler was built and has 2 now; "
                        "build a new scheduler after add_param_group",
@@ -150,7 +223,9 @@ TEST_CASE("error catalog: Optimizer::import_state checks every record before rep
   REQUIRE(good.size() == 1);
   const std::string who = "Adam: import_state: record 0 (Parameter 'w')";
   auto rejected = [&](optim::StateRecords records, const std::string& message) {
+    const Unchanged before(w.value(), &adam);
     CHECK_THROWS_WITH_AS(adam.import_state(records), message.c_str(), Error);
+    before.check();
     const optim::StateRecords now = adam.export_state();
     REQUIRE(now.size() == 1);
     CHECK(now[0].second.counts == good[0].second.counts);
