@@ -14,6 +14,7 @@ namespace {
 void check_sizes(std::string_view who, std::int64_t num_embeddings, std::int64_t embedding_dim) {
   if (num_embeddings < 0) throw Error(fmt::format("{}: num_embeddings must be >= 0, but is {}", who, num_embeddings));
   if (embedding_dim < 0) throw Error(fmt::format("{}: embedding_dim must be >= 0, but is {}", who, embedding_dim));
+  (void)checked_numel(who, {num_embeddings, embedding_dim});  // the table within the per-tensor limit
 }
 
 // The checks of the functional form that do not depend on the input, done once up front.
