@@ -48,29 +48,35 @@ std::string second_time_message(const Node& n) {
 // A chain y = f(f(f(x))) is owned link by link: y's impl holds its node, the node holds its
 // input's impl, which holds the node before it... Destroying the head the ordinary way recurses
 // once per link and overflows the stack on a long chain. Instead, a node whose input dies with it
-// hands that input's node to a per-thread list, and the outermost destructor frees the list in a
-// loop: the depth stays constant whatever the graph's length.
+// hands that input's node to the outermost destructor running on this thread, which frees them
+// in a loop: the depth stays constant whatever the graph's length. The list lives on that
+// destructor's stack; the thread_local is a plain pointer, so it is usable even while the thread's
+// other thread_locals are being destroyed (a graph freed at thread or program exit).
+namespace {
+thread_local std::vector<std::shared_ptr<Node>>* pending_nodes = nullptr;
+}
+
 Node::~Node() {
   uncount(*this);
-  thread_local std::vector<std::shared_ptr<Node>> pending;
-  thread_local bool draining = false;
+  std::vector<std::shared_ptr<Node>> local;
+  const bool outermost = pending_nodes == nullptr;
+  if (outermost) pending_nodes = &local;
   for (auto& in : inputs) {
     if (!in || in.use_count() != 1 || !in->grad_fn) continue;  // someone else still holds that input
     try {
-      pending.push_back(std::move(in->grad_fn));
+      pending_nodes->push_back(std::move(in->grad_fn));
     } catch (...) {  // no memory for the list: that link is freed by recursion, as before
     }
   }
   inputs.clear();
   backward = nullptr;
-  if (draining) return;
-  draining = true;
-  while (!pending.empty()) {
-    std::shared_ptr<Node> next = std::move(pending.back());
-    pending.pop_back();
-    next.reset();  // may push its own inputs' nodes
+  if (!outermost) return;
+  while (!local.empty()) {
+    std::shared_ptr<Node> next = std::move(local.back());
+    local.pop_back();
+    next.reset();  // may push its own inputs' nodes onto local
   }
-  draining = false;
+  pending_nodes = nullptr;
 }
 
 bool grad_enabled() { return tape.grad_enabled; }

@@ -204,3 +204,19 @@ TEST_CASE("tape: grad hooks may add and remove hooks, themselves included, while
   CHECK(w.grad().to_vector() == std::vector<float>{4.0f, 4.0f});
   w.remove_grad_hook(adder);
 }
+
+TEST_CASE("tape: a long graph held by a thread_local tensor is freed at thread exit") {
+  // The graph is released while the thread's thread_locals are being destroyed: the release
+  // must not rely on any of them (ASan in CI).
+  std::size_t live = 0;
+  std::thread t([&live] {
+    thread_local Tensor kept;
+    Parameter x("x", Tensor({2}, {1.0f, 2.0f}));
+    Tensor y = x;
+    for (int i = 0; i < 200000; ++i) y = y * 1.0f;
+    kept = y;
+    live = tape_size();
+  });
+  t.join();
+  CHECK(live == 200000);
+}
