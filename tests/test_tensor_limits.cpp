@@ -10,6 +10,7 @@
 #include <string>
 
 #include "hitch.h"
+#include "sanitized.h"
 
 using namespace hitch;
 
@@ -28,17 +29,7 @@ std::string over_with_zero(const std::string& op, const std::string& shape) {
          "product of its sizes)";
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using hitch_test::kSanitized;
 
 }  // namespace
 
