@@ -24,8 +24,12 @@ mkdir -p "$work" build/fuzz/artifacts
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 max_len=256
-[ "$target" = api ] && max_len=1024  # a program of up to 48 calls
-"$bin" -max_total_time="$seconds" -print_final_stats=1 -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
+extra=()
+if [ "$target" = api ]; then
+  max_len=1024       # a program of up to 48 calls
+  extra=(-entropic=0)  # with ~40k features, entropic scheduling took 60 % of the time (perf): 2.5x the runs
+fi
+"$bin" -max_total_time="$seconds" -print_final_stats=1 -max_len="$max_len" "${extra[@]}" -timeout=10 -rss_limit_mb=2048 \
   -artifact_prefix=build/fuzz/artifacts/ "$work" "$seed" 2>&1 | tee "build/fuzz/${target}.log" | grep -E "^#[0-9]+ +(INITED|DONE)|^Done|ERROR|SUMMARY|stat::" || true
 status=${PIPESTATUS[0]}
 if [ "$merge" = "--merge" ]; then
