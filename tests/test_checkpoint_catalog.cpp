@@ -25,6 +25,7 @@
 
 #include "checkpoint_model.h"
 #include "hitch.h"
+#include "state_snapshot.h"
 
 using namespace hitch;
 namespace fs = std::filesystem;
@@ -67,56 +68,10 @@ struct Trained {
   nn::CheckpointParts parts() { return {.optimizer = &opt, .generator = &data}; }
 };
 
-// Everything a refused call must leave as it was.
-struct Snapshot {
-  std::vector<Parameter> params;
-  std::vector<std::vector<float>> values, grads;
-  std::vector<std::uint64_t> versions;
-  const optim::Optimizer* opt;
-  optim::StateRecords state;
-  std::vector<double> lrs;
-  const Generator* gen;
-  std::array<std::uint64_t, 4> gen_state{};
-  std::optional<double> spare;
-  std::size_t tape = tape_size();
-
-  Snapshot(std::vector<Parameter> ps, const optim::Optimizer* o, const Generator* g)
-      : params(std::move(ps)), opt(o), gen(g) {
-    for (const Parameter& p : params) {
-      values.push_back(p.value().to_vector());
-      grads.push_back(p.has_grad() ? p.grad().to_vector() : std::vector<float>{});
-      versions.push_back(p.impl().storage->version);
-    }
-    if (opt != nullptr) {
-      state = opt->export_state();
-      for (std::size_t i = 0; i < opt->num_groups(); ++i) lrs.push_back(opt->lr(i));
-    }
-    if (gen != nullptr) gen_state = gen->state(), spare = gen->spare();
-  }
-  explicit Snapshot(Trained& t) : Snapshot(t.model.parameters(), &t.opt, &t.data) {}
-
-  void check() const {
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      CHECK(params[i].value().to_vector() == values[i]);
-      CHECK((params[i].has_grad() ? params[i].grad().to_vector() : std::vector<float>{}) == grads[i]);
-      CHECK(params[i].impl().storage->version == versions[i]);
-    }
-    if (opt != nullptr) {
-      const optim::StateRecords now = opt->export_state();
-      REQUIRE(now.size() == state.size());
-      for (std::size_t i = 0; i < now.size(); ++i) {
-        CHECK(now[i].first.is_same(state[i].first));
-        CHECK(now[i].second.counts == state[i].second.counts);
-        CHECK(now[i].second.buffers == state[i].second.buffers);
-      }
-      for (std::size_t i = 0; i < lrs.size(); ++i) CHECK(opt->lr(i) == lrs[i]);
-    }
-    if (gen != nullptr) {
-      CHECK(gen->state() == gen_state);
-      CHECK(gen->spare() == spare);
-    }
-    CHECK(tape_size() == tape);
-  }
+// Everything a refused call must leave as it was (tests/state_snapshot.h), for a trained model.
+struct Snapshot : hitch_test::StateSnapshot {
+  using StateSnapshot::StateSnapshot;
+  explicit Snapshot(Trained& t) : StateSnapshot(t.model.parameters(), &t.opt, &t.data) {}
 };
 
 // A checkpoint file's tensors and metadata as the writer takes them (bytes point into the file).

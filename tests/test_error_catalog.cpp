@@ -4,79 +4,27 @@
 // here checks that every `throw Error(` in the library is catalogued there.
 #include <doctest/doctest.h>
 
-#include <array>
 #include <filesystem>
-#include <optional>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
 
 #include "hitch.h"
+#include "state_snapshot.h"
 
 using namespace hitch;
 
 namespace {
-// What a rejected call must leave as it was: a tensor's (or module's) values, versions and
-// gradients, an optimizer's lrs and state, this thread's default generator, the tape and the
-// thread count.
-struct Unchanged {
-  std::vector<Tensor> ts;
-  std::vector<std::vector<float>> values, grads;
-  std::vector<std::uint64_t> versions;
-  std::vector<bool> had_grad;
-  std::vector<float> grad;  // the first tensor's, for rows that compare it by hand
-  const optim::Optimizer* opt = nullptr;
-  std::vector<double> lrs;
-  optim::StateRecords state;
-  std::array<std::uint64_t, 4> gen = default_generator().state();
-  std::optional<double> spare = default_generator().spare();
-  std::size_t tape = tape_size();
-  int threads = get_num_threads();
-
-  explicit Unchanged(const Tensor& x, const optim::Optimizer* o = nullptr) : Unchanged(std::vector<Tensor>{x}, o) {}
-  explicit Unchanged(const nn::Module& m, const optim::Optimizer* o = nullptr) : Unchanged(values_of(m), o) {}
-  Unchanged(std::vector<Tensor> xs, const optim::Optimizer* o) : ts(std::move(xs)), opt(o) {
-    for (const Tensor& t : ts) {
-      values.push_back(t.to_vector());
-      versions.push_back(t.impl().storage->version);
-      had_grad.push_back(t.impl().grad != nullptr);
-      grads.push_back(had_grad.back() ? t.grad().to_vector() : std::vector<float>{});
-    }
-    grad = grads.front();
-    if (opt) {
-      for (std::size_t g = 0; g < opt->num_groups(); ++g) lrs.push_back(opt->lr(g));
-      state = opt->export_state();
-    }
-  }
-  static std::vector<Tensor> values_of(const nn::Module& m) {
-    std::vector<Tensor> out;
-    for (const Parameter& p : m.parameters()) out.push_back(p.value());
-    return out;
-  }
-  void check() const {
-    for (std::size_t i = 0; i < ts.size(); ++i) {
-      CHECK(ts[i].to_vector() == values[i]);
-      CHECK(ts[i].impl().storage->version == versions[i]);
-      CHECK((ts[i].impl().grad != nullptr) == had_grad[i]);
-      if (had_grad[i]) CHECK(ts[i].grad().to_vector() == grads[i]);
-    }
-    if (opt) {
-      REQUIRE(opt->num_groups() == lrs.size());
-      for (std::size_t g = 0; g < lrs.size(); ++g) CHECK(opt->lr(g) == lrs[g]);
-      const optim::StateRecords now = opt->export_state();
-      REQUIRE(now.size() == state.size());
-      for (std::size_t i = 0; i < now.size(); ++i) {
-        CHECK(now[i].first.is_same(state[i].first));
-        CHECK(now[i].second.counts == state[i].second.counts);
-        CHECK(now[i].second.buffers == state[i].second.buffers);
-      }
-    }
-    CHECK(default_generator().state() == gen);
-    CHECK(default_generator().spare() == spare);
-    CHECK(tape_size() == tape);
-    CHECK(get_num_threads() == threads);
-  }
+// What a rejected call must leave as it was (tests/state_snapshot.h): a tensor's or a module's
+// values, versions and gradients, an optimizer's lrs and state, this thread's default generator,
+// the tape and the thread count. grad is the first tensor's gradient, for rows that compare it.
+struct Unchanged : hitch_test::StateSnapshot {
+  explicit Unchanged(const Tensor& x, const optim::Optimizer* o = nullptr)
+      : StateSnapshot(std::vector<Tensor>{x}, o, &default_generator()), grad(grads.front()) {}
+  explicit Unchanged(const nn::Module& m, const optim::Optimizer* o = nullptr)
+      : StateSnapshot(m.parameters(), o, &default_generator()), grad(grads.front()) {}
+  std::vector<float> grad;
 };
 
 Parameter trained(const char* name) {

@@ -148,7 +148,7 @@ class FuzzModule : public nn::Module {
  public:
   explicit FuzzModule(World& w) : w_(w) {}
   void members(Members& m) const override {
-    for (std::size_t i = 0; i < w_.params.size(); ++i) m.param("p" + std::to_string(i), w_.params[i]);
+    for (std::size_t i = 0; i < w_.params.size(); ++i) m.param(fmt::format("p{}", i), w_.params[i]);
     if (w_.tie && !w_.params.empty()) m.param("tied", w_.params[0]);
   }
 
@@ -212,22 +212,22 @@ struct Snapshot {
     if (params.size() != o.params.size()) return "parameter count";
     for (std::size_t i = 0; i < params.size(); ++i) {
       const Param &a = params[i], &b = o.params[i];
-      if (!same_bits(a.values, b.values)) return "values of p" + std::to_string(i);
-      if (a.version != b.version) return "version of p" + std::to_string(i);
+      if (!same_bits(a.values, b.values)) return fmt::format("values of p{}", i);
+      if (a.version != b.version) return fmt::format("version of p{}", i);
       if (a.has_grad != b.has_grad || a.sparse != b.sparse || !same_bits(a.grad, b.grad))
-        return "gradient of p" + std::to_string(i);
-      if (a.requires_grad != b.requires_grad || a.hooks != b.hooks) return "flags or hooks of p" + std::to_string(i);
+        return fmt::format("gradient of p{}", i);
+      if (a.requires_grad != b.requires_grad || a.hooks != b.hooks) return fmt::format("flags or hooks of p{}", i);
     }
     if (pool.size() != o.pool.size()) return "tensor pool size";
     for (std::size_t i = 0; i < pool.size(); ++i)
       if (!same_bits(pool[i].first, o.pool[i].first) || pool[i].second != o.pool[i].second)
-        return "pooled tensor " + std::to_string(i);
+        return fmt::format("pooled tensor {}", i);
     if (lrs.size() != o.lrs.size()) return "optimizer group count";
     for (std::size_t g = 0; g < lrs.size(); ++g)
-      if (std::memcmp(&lrs[g], &o.lrs[g], sizeof(double)) != 0) return "lr of group " + std::to_string(g);
+      if (std::memcmp(&lrs[g], &o.lrs[g], sizeof(double)) != 0) return fmt::format("lr of group {}", g);
     if (state_size != o.state_size || !same_state(state, o.state)) return "optimizer state";
     if (gen != o.gen || spare.has_value() != o.spare.has_value()) return "generator";
-    if (tape != o.tape) return "tape size " + std::to_string(tape) + " -> " + std::to_string(o.tape);
+    if (tape != o.tape) return fmt::format("tape size {} -> {}", tape, o.tape);
     if (threads != o.threads) return "thread count";
     return {};
   }
@@ -586,7 +586,7 @@ void run(Bytes& in, const std::string& path) {
   const i64 np = 1 + in.below(3);
   for (i64 i = 0; i < np; ++i) {
     const i64 rows = 1 + in.below(5), cols = 1 + in.below(4);
-    w.params.emplace_back("p" + std::to_string(i), Tensor::randn({rows, cols}, w.gen));
+    w.params.emplace_back(fmt::format("p{}", i), Tensor::randn({rows, cols}, w.gen));
   }
   for (int k = 0; k < 48 && !in.done(); ++k) {
     const bool no_grad = (in.u8() & 0x0F) == 0;
@@ -613,7 +613,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // In memory where there is a tmpfs: a checkpoint's fsync there costs nothing.
   static const std::filesystem::path dir =
       std::filesystem::is_directory("/dev/shm") ? std::filesystem::path("/dev/shm") : std::filesystem::temp_directory_path();
-  static const std::string path = (dir / ("hitch_fuzz_api_" + std::to_string(::getpid()) + ".safetensors")).string();
+  static const std::string path = (dir / fmt::format("hitch_fuzz_api_{}.safetensors", ::getpid())).string();
   Bytes in({data, size});
   run(in, path);
   return 0;
