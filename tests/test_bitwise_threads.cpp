@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hitch.h"
+#include "reliability_model.h"
 
 using namespace hitch;
 
@@ -20,13 +21,6 @@ namespace {
 
 constexpr int kThreadCounts[] = {2, 3, 256};
 constexpr std::int64_t kDenseSizes[] = {16414, 8192 * 3 + 5};
-
-// Restores the thread count when a test ends, also on failure.
-struct Threads {
-  explicit Threads(int n) : previous(get_num_threads()) { set_num_threads(n); }
-  ~Threads() { set_num_threads(previous); }
-  int previous;
-};
 
 // Fails with the first element whose bits differ (a float == compare: NaNs would differ, and
 // none is expected here).
@@ -46,7 +40,7 @@ MakeOpt make(Options o) {
 // 10 steps on a [n] Parameter with loss sum(c * (p - t)^2): every element gets its own gradient.
 // Returns the parameter after the last step.
 std::vector<float> train_dense(int threads, std::int64_t n, const MakeOpt& make_opt) {
-  Threads guard(threads);
+  reliability::ThreadCount guard(threads);
   Generator gen(11);
   Parameter p("p", Tensor::randn({n}, gen));
   const Tensor target = Tensor::randn({n}, gen);
@@ -77,7 +71,7 @@ struct TableRun {
   std::vector<float> table, pooled, grad;
 };
 TableRun train_table(int threads, std::int64_t rows, std::int64_t width, bool sparse, const MakeOpt& make_opt) {
-  Threads guard(threads);
+  reliability::ThreadCount guard(threads);
   Generator gen(5);
   Parameter table("table", Tensor::randn({rows, width}, gen, 0.0f, 0.1f));
   nn::Embedding emb(table, {.sparse = sparse});

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "hitch.h"
+#include "reliability_model.h"
 #include "optim_helpers.h"
 
 namespace {
@@ -74,12 +75,6 @@ using namespace hitch;
 using optim::Optimizer;
 
 namespace {
-
-struct Threads {
-  explicit Threads(int n) : previous(get_num_threads()) { set_num_threads(n); }
-  ~Threads() { set_num_threads(previous); }
-  int previous;
-};
 
 // Two dense Parameters [64, 300] (a has a gradient at step 1, b first at step 2, so step 2 both
 // updates existing state and creates new state) and two tables [2000, 32] with sparse gradients
@@ -199,7 +194,7 @@ Snapshot reference(const Config& c) {
 }
 
 void sweep(const Config& c, int threads) {
-  Threads guard(threads);
+  reliability::ThreadCount guard(threads);
   const Snapshot want = reference(c);
   long failures = 0;
   for (long n = 0; n < 100000; ++n) {
