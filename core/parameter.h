@@ -56,6 +56,9 @@ class Parameter {
 
   bool is_same(const Parameter& other) const { return impl_ == other.impl_; }
   const void* id() const { return impl_.get(); }
+  // How many handles (Parameter copies, tensors, graph nodes) share this Parameter. An optimizer
+  // refuses to step a Parameter that only it still holds (optim/optimizer.h: re-tied or replaced).
+  long handle_count() const { return impl_.use_count(); }
   bool shares_storage_with(const Parameter& other) const;
   bool alias_opt_in() const { return impl().alias_opt_in; }
   // In-place writes by optimizers and renormalisation go through here so the version moves.

@@ -8,9 +8,21 @@
 namespace hitch::optim {
 
 void Optimizer::step() {
-  check_step();  // may throw; nothing has been written yet
+  check_held();  // may throw; nothing has been written yet
+  check_step();
   prepare();     // may throw (allocation, kMaxStep); nothing visible has changed yet
   update();      // cannot fail
+}
+
+void Optimizer::check_held() const {
+  for (std::size_t g = 0; g < num_groups(); ++g)
+    for (std::size_t i = 0; i < params(g).size(); ++i)
+      if (const Parameter& p = params(g)[i]; p.handle_count() <= 1)
+        throw Error(fmt::format("{}::step: Parameter {} (group {} position {}) is held by this optimizer only: no "
+                                "module or tensor holds it any more, so it can never get a gradient (was it re-tied "
+                                "or replaced after the optimizer was built? build the optimizer after tying, from "
+                                "model.parameters())",
+                                name(), param_label(p), g, i));
 }
 
 void Optimizer::zero_grad(bool set_to_none) {

@@ -19,6 +19,11 @@
 //    check and build everything first and then commit with operations that cannot throw.
 //    Values are written in place and the storage version is bumped; no Parameter is ever rebound
 //    to new storage;
+//  * an optimizer holds its Parameters by handle, fixed at construction (and add_param_group).
+//    Tying or replacing a module's Parameter afterwards does not reach it: step() refuses to run
+//    while one of its Parameters is held by nothing but the optimizer itself (the module dropped
+//    it, so it can never get a gradient again), naming it; the fix is to build the optimizer after
+//    tying (docs/tying.md, "Tying after construction");
 //  * every hyper-parameter is checked by one helper, check_hyper (finite and in range), wherever
 //    it comes from (constructor, set_lr, options_mut at the next step, add_param_group,
 //    checkpoint); every imported state by check_records (only a state the optimizer can reach:
@@ -136,6 +141,8 @@ class Optimizer {
   void check_lr_count(std::string_view call, const std::vector<double>& lrs) const;
   // step(), part 1: throws if this step must be refused; writes nothing.
   virtual void check_step() const = 0;
+  // step()'s first check: every Parameter is still held by something besides this optimizer.
+  void check_held() const;
   // step(), part 2: allocates everything the update needs (state buffers, gradient walks). May
   // throw (std::bad_alloc, or hitch::Error at kMaxStep) with nothing visible changed.
   virtual void prepare() = 0;
