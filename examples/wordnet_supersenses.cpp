@@ -38,6 +38,7 @@
 
 #include "chart.h"
 #include "progress.h"
+#include "wordnet.h"
 
 namespace {
 
@@ -47,20 +48,6 @@ using hitch::Tensor;
 using i64 = std::int64_t;
 namespace fs = std::filesystem;
 
-// The lexicographer files, by lex_filenum (wndb(5), lexnames(5)).
-constexpr std::array<const char*, 45> kLexnames = {
-    "adj.all",         "adj.pert",          "adv.all",          "noun.Tops",        "noun.act",
-    "noun.animal",     "noun.artifact",     "noun.attribute",   "noun.body",        "noun.cognition",
-    "noun.communication", "noun.event",     "noun.feeling",     "noun.food",        "noun.group",
-    "noun.location",   "noun.motive",       "noun.object",      "noun.person",      "noun.phenomenon",
-    "noun.plant",      "noun.possession",   "noun.process",     "noun.quantity",    "noun.relation",
-    "noun.shape",      "noun.state",        "noun.substance",   "noun.time",        "verb.body",
-    "verb.change",     "verb.cognition",    "verb.communication", "verb.competition", "verb.consumption",
-    "verb.contact",    "verb.creation",     "verb.emotion",     "verb.motion",      "verb.perception",
-    "verb.possession", "verb.social",       "verb.stative",     "verb.weather",     "adj.ppl"};
-constexpr i64 kClasses = static_cast<i64>(kLexnames.size());
-constexpr std::array<const char*, 4> kFiles = {"data.noun", "data.verb", "data.adj", "data.adv"};
-
 struct Config {
   std::string data;  // folder with the four data files
   i64 dim = 64, steps = 1500, batch = 256, negatives = 5, min_count = 2;
@@ -69,71 +56,10 @@ struct Config {
   std::string out = "wordnet-output";
 };
 
-// ---- reading WordNet ---------------------------------------------------------------------------
-
-struct Synset {
-  int label = 0;
-  std::string gloss;
-};
-
-// Lowercased runs of letters and digits.
-std::vector<std::string> tokenize(const std::string& text) {
-  std::vector<std::string> words;
-  std::string w;
-  for (char ch : text) {
-    const auto u = static_cast<unsigned char>(ch);
-    if (std::isalnum(u)) {
-      w += static_cast<char>(std::tolower(u));
-    } else if (!w.empty()) {
-      words.push_back(std::move(w));
-      w.clear();
-    }
-  }
-  if (!w.empty()) words.push_back(std::move(w));
-  return words;
-}
-
-std::vector<Synset> read_wordnet(const fs::path& dir) {
-  std::vector<Synset> synsets;
-  for (const char* name : kFiles) {
-    const fs::path path = dir / name;
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error(fmt::format("cannot open {}", path.string()));
-    std::string line;
-    for (i64 number = 1; std::getline(in, line); ++number) {
-      if (line.empty() || line.rfind("  ", 0) == 0) continue;  // the license header
-      const auto bar = line.find(" | ");
-      const auto first = line.find(' ');
-      const auto second = first == std::string::npos ? first : line.find(' ', first + 1);
-      const std::string lex = first == std::string::npos ? "" : line.substr(first + 1, second - first - 1);
-      if (bar == std::string::npos || lex.size() != 2 || !std::isdigit(static_cast<unsigned char>(lex[0])) ||
-          !std::isdigit(static_cast<unsigned char>(lex[1])) || std::stoi(lex) >= kClasses)
-        throw std::runtime_error(fmt::format(
-            "{}:{}: not a WordNet data line (expected 'offset lex_filenum ss_type ... | gloss' with lex_filenum in "
-            "00..44): '{:.60}'",
-            path.string(), number, line));
-      synsets.push_back({std::stoi(lex), line.substr(bar + 3)});
-    }
-  }
-  return synsets;
-}
-
-// Where to look: --data, else $WNSEARCHDIR (WordNet's own variable), else Debian's location.
-// Returns an empty path (after printing how to get the data) if the files are not there.
-fs::path find_data(const std::string& flag) {
-  const char* env = std::getenv("WNSEARCHDIR");
-  const fs::path dir = !flag.empty() ? fs::path(flag) : env && *env ? fs::path(env) : fs::path("/usr/share/wordnet");
-  std::vector<std::string> missing;
-  for (const char* name : kFiles)
-    if (!fs::is_regular_file(dir / name)) missing.push_back(name);
-  if (missing.empty()) return dir;
-  fmt::print(stderr,
-             "wordnet_supersenses: WordNet 3.0 data not found: {} missing in {}\n"
-             "Install it (Debian/Ubuntu):  sudo apt-get install wordnet-base\n"
-             "or point --data (or $WNSEARCHDIR) at a folder holding data.noun, data.verb, data.adj and data.adv.\n",
-             fmt::join(missing, ", "), dir.string());
-  return {};
-}
+using hitch::examples::kLexnames;
+using hitch::examples::Synset;
+using hitch::examples::tokenize;
+constexpr i64 kClasses = hitch::examples::kLexClasses;
 
 // ---- the data set ------------------------------------------------------------------------------
 
@@ -327,9 +253,9 @@ RunResult train(const Dataset& d, const Config& c, Aux aux) {
 
 int run(const Config& c) {
   const auto start = std::chrono::steady_clock::now();
-  const fs::path dir = find_data(c.data);
+  const fs::path dir = hitch::examples::find_wordnet(c.data, "wordnet_supersenses");
   if (dir.empty()) return 2;
-  const std::vector<Synset> synsets = read_wordnet(dir);
+  const std::vector<Synset> synsets = hitch::examples::read_wordnet(dir);
   if (synsets.size() < 2) throw std::runtime_error(fmt::format("{}: fewer than 2 synsets", dir.string()));
   const Dataset d = build_dataset(synsets, c);
   if (d.vocab.empty())
