@@ -1,15 +1,16 @@
-// hitch/ops/elementwise.cpp: add, sub, mul, div (with one-sided broadcasting), scalar add and
-// mul, neg.
+// hitch/ops/elementwise.cpp: add, sub, mul, div with NumPy broadcasting, scalar add and mul,
+// neg, and the selections where and masked_fill (abs and clamp, one-input maps, are in unary.cpp).
 //
-// Broadcasting: both shapes are right-aligned (the shorter one padded with leading 1s). It is
-// accepted when either side has one element, or when one side already has the output's shape
-// and every dim of the other equals the output's or is 1 ([B,D] with [D], [B,1], [1,D], [1]).
-// General NumPy broadcasting, where both sides are stretched ([B,1] with [1,D]), is left out
-// on purpose: it is rarely what a model means, and refusing it keeps gradients' shapes obvious.
+// Broadcasting (NumPy's rule, as torch): the shapes are right-aligned, the shorter padded with
+// leading 1s; each pair of dims must be equal or one of them 1, and the result takes the larger.
+// Both sides may be stretched ([B,1] with [1,D] -> [B,D]). where broadcasts its three operands
+// together; masked_fill's mask broadcasts to a's shape only (a is never stretched to the mask's).
 //
 // Backward: an operand's gradient is the output gradient (times the local derivative) summed,
 // in double, over the dims along which that operand was broadcast, so it has the operand's shape.
+// Equal shapes skip all of that: one flat loop each way, and add passes g through unchanged.
 #include <algorithm>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -22,62 +23,90 @@ namespace {
 
 using i64 = std::int64_t;
 
-// The output's index space, with neighbouring dims merged where both operands are contiguous
+// The output's index space, with neighbouring dims merged where every operand is contiguous
 // across them, and each operand's stride per merged dim (0 = broadcast along it). The innermost
 // strides are 0 or 1, so the inner loops below run over plain contiguous arrays.
 struct Broadcast {
   Shape out;
-  std::vector<i64> sizes, stride_a, stride_b;  // outermost first
+  std::vector<i64> sizes;                         // merged dims of out, outermost first
+  std::vector<i64> stride_a, stride_b, stride_c;  // per operand (stride_c: where's condition)
 };
 
-Broadcast plan_broadcast(const char* op, const Shape& as, const Shape& bs) {
+// shape right-aligned to rank, padded with leading 1s.
+Shape padded(const Shape& shape, std::size_t rank) {
+  Shape p(rank, 1);
+  std::copy(shape.begin(), shape.end(), p.begin() + static_cast<std::ptrdiff_t>(rank - shape.size()));
+  return p;
+}
+
+// NumPy's result shape of operands, into out; false when some pair of dims is neither equal nor 1.
+bool broadcast_shape(std::initializer_list<const Shape*> operands, Shape& out) {
+  std::size_t rank = 0;
+  for (const Shape* s : operands) rank = std::max(rank, s->size());
+  out.assign(rank, 1);
+  for (const Shape* s : operands) {
+    const Shape p = padded(*s, rank);
+    for (std::size_t d = 0; d < rank; ++d) {
+      if (p[d] == 1) continue;
+      if (out[d] == 1)
+        out[d] = p[d];
+      else if (out[d] != p[d])
+        return false;
+    }
+  }
+  return true;
+}
+
+// The plan for operands (a, b[, condition]) known to broadcast to out. Each padded operand gets
+// contiguous strides, zeroed along its size-1 dims; dims of size 1 in the output are dropped,
+// then neighbours contiguous in every operand are merged.
+Broadcast make_plan(const Shape& out, std::initializer_list<const Shape*> operands) {
   Broadcast p;
-  if (as == bs) {
+  p.out = out;
+  const std::size_t rank = out.size();
+  std::vector<std::vector<i64>> full, merged(operands.size());
+  for (const Shape* s : operands) {
+    const Shape ps = padded(*s, rank);
+    std::vector<i64> st(rank);
+    i64 n = 1;
+    for (std::size_t d = rank; d-- > 0;) {
+      st[d] = ps[d] == 1 ? 0 : n;
+      n *= ps[d];
+    }
+    full.push_back(std::move(st));
+  }
+  for (std::size_t d = 0; d < rank; ++d) {
+    if (out[d] == 1) continue;
+    bool fuse = !p.sizes.empty();
+    for (std::size_t j = 0; j < full.size() && fuse; ++j) fuse = merged[j].back() == full[j][d] * out[d];
+    if (fuse) {
+      p.sizes.back() *= out[d];
+      for (std::size_t j = 0; j < full.size(); ++j) merged[j].back() = full[j][d];
+    } else {
+      p.sizes.push_back(out[d]);
+      for (std::size_t j = 0; j < full.size(); ++j) merged[j].push_back(full[j][d]);
+    }
+  }
+  p.stride_a = std::move(merged[0]);
+  p.stride_b = std::move(merged[1]);
+  if (merged.size() > 2) p.stride_c = std::move(merged[2]);
+  return p;
+}
+
+// add, sub, mul, div (and masked_fill, with b the mask): checks, then plans.
+Broadcast plan_broadcast(const char* op, const Shape& as, const Shape& bs) {
+  if (as == bs) {  // the common case: one flat loop
+    Broadcast p;
     p.out = as;
     p.sizes = {numel_of(as)};
     p.stride_a = p.stride_b = {1};
     return p;
   }
-  const std::size_t rank = std::max(as.size(), bs.size());
-  Shape pa(rank, 1), pb(rank, 1);
-  std::copy(as.begin(), as.end(), pa.begin() + static_cast<std::ptrdiff_t>(rank - as.size()));
-  std::copy(bs.begin(), bs.end(), pb.begin() + static_cast<std::ptrdiff_t>(rank - bs.size()));
-  p.out.resize(rank);
-  bool fits = true;
-  for (std::size_t d = 0; d < rank; ++d) {
-    p.out[d] = pa[d] == 1 ? pb[d] : pa[d];
-    if ((pa[d] != p.out[d] && pa[d] != 1) || (pb[d] != p.out[d] && pb[d] != 1)) fits = false;
-  }
-  if (!fits)
+  Shape out;
+  if (!broadcast_shape({&as, &bs}, out))
     throw Error(fmt::format("{}: shapes {} and {} cannot be broadcast (trailing dims must match or be 1)", op,
                             shape_str(as), shape_str(bs)));
-  if (numel_of(as) != 1 && numel_of(bs) != 1 && pa != p.out && pb != p.out)
-    throw Error(fmt::format("{}: shapes {} and {} cannot be broadcast (only one side may be stretched: the other "
-                            "must have the result's shape {})",
-                            op, shape_str(as), shape_str(bs), shape_str(p.out)));
-  // Contiguous strides of each padded operand, zeroed along broadcast dims; dims of size 1 in
-  // the output are dropped, then neighbours contiguous in both operands are merged.
-  std::vector<i64> sa(rank), sb(rank);
-  i64 na = 1, nb = 1;
-  for (std::size_t d = rank; d-- > 0;) {
-    sa[d] = pa[d] == 1 ? 0 : na;
-    sb[d] = pb[d] == 1 ? 0 : nb;
-    na *= pa[d];
-    nb *= pb[d];
-  }
-  for (std::size_t d = 0; d < rank; ++d) {
-    if (p.out[d] == 1) continue;
-    if (!p.sizes.empty() && p.stride_a.back() == sa[d] * p.out[d] && p.stride_b.back() == sb[d] * p.out[d]) {
-      p.sizes.back() *= p.out[d];
-      p.stride_a.back() = sa[d];
-      p.stride_b.back() = sb[d];
-    } else {
-      p.sizes.push_back(p.out[d]);
-      p.stride_a.push_back(sa[d]);
-      p.stride_b.push_back(sb[d]);
-    }
-  }
-  return p;
+  return make_plan(out, {&as, &bs});
 }
 
 // Calls f(io, ia, ib) for every output element io, with the operand elements it reads.
@@ -142,6 +171,30 @@ Tensor forward(const Broadcast& p, const Tensor& a, const Tensor& b, F&& f) {
   const float* y = b.data();
   for_each_index(p, [&](i64 io, i64 ia, i64 ib) { o[io] = f(x[ia], y[ib]); });
   return out;
+}
+
+// Three operands (where): f(io, ia, ib, ic) for every output element, an odometer over all the
+// merged dims (where is not a hot path; the two-operand loop above is).
+template <class F>
+void for_each_index3(const Broadcast& p, F&& f) {
+  const std::size_t nd = p.sizes.size();
+  const i64 total = numel_of(p.out);
+  if (total == 0) return;
+  std::vector<i64> idx(nd, 0);
+  i64 ia = 0, ib = 0, ic = 0;
+  for (i64 io = 0; io < total; ++io) {
+    f(io, ia, ib, ic);
+    for (std::size_t d = nd; d-- > 0;) {
+      ia += p.stride_a[d];
+      ib += p.stride_b[d];
+      ic += p.stride_c[d];
+      if (++idx[d] < p.sizes[d]) break;
+      ia -= p.stride_a[d] * p.sizes[d];
+      ib -= p.stride_b[d] * p.sizes[d];
+      ic -= p.stride_c[d] * p.sizes[d];
+      idx[d] = 0;
+    }
+  }
 }
 
 }  // namespace
@@ -249,6 +302,82 @@ Tensor neg(const Tensor& a) {
     for (i64 i = 0, n = g.numel(); i < n; ++i) d[i] = -G[i];
     sink.add(0, ga);
   });
+  return out;
+}
+
+// where(condition, a, b): condition, a and b broadcast together (NumPy's rule) to out; out[i] =
+// a[i] where condition[i] != 0 (NaN counts as true, as NaN != 0), else b[i]. As torch.where,
+// with a float mask in place of a bool tensor. Backward: da = g where true, db = g where false,
+// each summed over its broadcast dims; condition gets no gradient (it is piecewise constant) and
+// is saved, since backward reads it.
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
+  const Shape &cs = condition.shape(), &as = a.shape(), &bs = b.shape();
+  Shape out_shape;
+  if (!broadcast_shape({&cs, &as, &bs}, out_shape))
+    throw Error(fmt::format("where: condition {}, a {} and b {} cannot be broadcast (trailing dims must match or be 1)",
+                            shape_str(cs), shape_str(as), shape_str(bs)));
+  Broadcast p = make_plan(out_shape, {&as, &bs, &cs});
+  Tensor out = Tensor::empty(out_shape);
+  {
+    const float *x = a.data(), *y = b.data(), *c = condition.data();
+    float* o = out.data();
+    for_each_index3(p, [&](i64 io, i64 ia, i64 ib, i64 ic) { o[io] = c[ic] != 0.0f ? x[ia] : y[ib]; });
+  }
+  if (!will_record({a, b})) return out;
+  const Tensor cv = condition.detach();
+  record(
+      "where", {a, b}, out,
+      [p = std::move(p), cv, as, bs](const Tensor& g, GradSink& sink) {
+        const float *G = g.data(), *c = cv.data();
+        // Operand `which` (0 = a, 1 = b) takes g where the condition selects it.
+        auto grad = [&](int which, const Shape& shape) {
+          Tensor t = Tensor::empty(shape);
+          float* dst = t.data();
+          const i64 n = t.numel();
+          const bool take_true = which == 0;
+          if (n == numel_of(p.out)) {  // not broadcast: one value per output element
+            for_each_index3(p, [&](i64 io, i64, i64, i64 ic) { dst[io] = (c[ic] != 0.0f) == take_true ? G[io] : 0.0f; });
+            return t;
+          }
+          std::vector<double> acc(static_cast<std::size_t>(n), 0.0);
+          for_each_index3(p, [&](i64 io, i64 ia, i64 ib, i64 ic) {
+            if ((c[ic] != 0.0f) == take_true) acc[static_cast<std::size_t>(take_true ? ia : ib)] += G[io];
+          });
+          for (i64 i = 0; i < n; ++i) dst[i] = static_cast<float>(acc[static_cast<std::size_t>(i)]);
+          return t;
+        };
+        if (sink.wants(0)) sink.add(0, grad(0, as));
+        if (sink.wants(1)) sink.add(1, grad(1, bs));
+      },
+      {condition});
+  return out;
+}
+
+// masked_fill(a, mask, value): a with value wherever mask != 0 (NaN counts as set). mask
+// broadcasts to a's shape and never stretches a (torch.Tensor.masked_fill_'s rule), so out has
+// a's shape. Backward: da = g where mask == 0, else 0; mask gets no gradient and is saved.
+Tensor masked_fill(const Tensor& a, const Tensor& mask, float value) {
+  const Shape &as = a.shape(), &ms = mask.shape();
+  bool fits = ms.size() <= as.size();
+  for (std::size_t d = 0; fits && d < ms.size(); ++d) {
+    const i64 m = ms[ms.size() - 1 - d];
+    fits = m == 1 || m == as[as.size() - 1 - d];
+  }
+  if (!fits)
+    throw Error(fmt::format("masked_fill: mask {} cannot be broadcast to a's shape {} (mask's rank must be at most "
+                            "a's and its trailing dims must equal a's or be 1)",
+                            shape_str(ms), shape_str(as)));
+  Broadcast p = plan_broadcast("masked_fill", as, ms);
+  Tensor out = forward(p, a, mask, [value](float x, float m) { return m != 0.0f ? value : x; });
+  if (!will_record({a})) return out;
+  const Tensor mv = mask.detach();
+  record(
+      "masked_fill", {a}, out,
+      [p = std::move(p), mv, as](const Tensor& g, GradSink& sink) {
+        const float *G = g.data(), *M = mv.data();
+        sink.add(0, reduce_grad(p, 0, as, [=](i64 io, i64, i64 ib) { return M[ib] != 0.0f ? 0.0f : G[io]; }));
+      },
+      {mask});
   return out;
 }
 

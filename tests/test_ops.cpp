@@ -52,6 +52,9 @@ std::vector<std::vector<Shape>> broadcast_pairs() {
       {{4, 2, 3}, {4, 1, 3}}, // a middle dim
       {{4, 2, 3}, {2, 1}},    // trailing dims with a 1
       {{4, 1, 3}, {1, 3}},
+      {{2, 1}, {1, 3}},       // both sides stretched [B,1] . [1,D]
+      {{2, 1}, {3}},          // both sides stretched [B,1] . [D]
+      {{4, 1, 3}, {2, 1}},    // both sides stretched -> [4,2,3]
   };
   std::vector<std::vector<Shape>> out;
   for (const auto& [a, b] : forms) {
@@ -241,6 +244,9 @@ TEST_CASE("ops: elementwise forward values and broadcasting") {
   check_values(neg(a), {2, 3}, {-1, -2, -3, -4, -5, -6});
   check_values(1.0f - a / 2.0f, {2, 3}, {0.5f, 0, -0.5f, -1, -1.5f, -2});
   check_values(add(Tensor::zeros({0, 3}), Tensor({3}, {1, 2, 3})), {0, 3}, {});
+  // Both sides stretched: [2,1] + [1,3] -> [2,3] (an outer sum).
+  check_values(add(Tensor({2, 1}, {10, 20}), Tensor({1, 3}, {1, 2, 3})), {2, 3}, {11, 12, 13, 21, 22, 23});
+  check_values(sub(Tensor({3}, {1, 2, 3}), Tensor({2, 1}, {10, 20})), {2, 3}, {-9, -8, -7, -19, -18, -17});
 
   // Broadcast gradients are summed over the broadcast dims.
   Tensor x = leaf({2, 3}, {1, 2, 3, 4, 5, 6});
@@ -252,6 +258,12 @@ TEST_CASE("ops: elementwise forward values and broadcasting") {
   check_values(col.grad(), {2, 1}, {6.0f, 10.5f});             // (2+4+6)/2, (5+7+9)/2
   check_values(x.grad(), {2, 3}, {1, 1, 1, 1.5f, 1.5f, 1.5f});  // col / s
   check_values(s.grad(), {}, {-(12 * 2 + 21 * 3) / 4.0f});     // -sum(numerator) / s^2
+  // Two-sided: out[i][j] = c[i] * r[j]; dc[i] = sum_j r[j], dr[j] = sum_i c[i].
+  Tensor c2 = leaf({2, 1}, {2, 3});
+  Tensor r2 = leaf({1, 3}, {1, 2, 4});
+  backward(sum(mul(c2, r2)));
+  check_values(c2.grad(), {2, 1}, {7, 7});
+  check_values(r2.grad(), {1, 3}, {5, 5, 5});
 }
 
 TEST_CASE("ops: diamond graph b = a + a; c = b * b") {
@@ -408,18 +420,18 @@ TEST_CASE("ops: user errors carry exact messages and record nothing") {
   CHECK_REJECTS(add(v4, a), "add: shapes [4] and [2,3] cannot be broadcast (trailing dims must match or be 1)");
   CHECK_REJECTS(sub(a, Tensor::zeros({3, 3})),
                 "sub: shapes [2,3] and [3,3] cannot be broadcast (trailing dims must match or be 1)");
-  CHECK_REJECTS(div(Tensor::ones({3, 1}), Tensor::ones({1, 4})),
-                "div: shapes [3,1] and [1,4] cannot be broadcast (only one side may be stretched: the other must "
-                "have the result's shape [3,4])");
+  CHECK_REJECTS(div(Tensor::ones({3, 2}), Tensor::ones({2, 1, 4})),
+                "div: shapes [3,2] and [2,1,4] cannot be broadcast (trailing dims must match or be 1)");
 
   // matmul
   CHECK_REJECTS(matmul(a, Tensor::zeros({4, 5})), "matmul: [2,3] x [4,5]: inner dimensions 3 and 4 differ");
   CHECK_REJECTS(matmul(a, Tensor::zeros({4, 5}), true), "matmul: [2,3]^T x [4,5]: inner dimensions 2 and 4 differ");
   CHECK_REJECTS(matmul(a, a, false, false), "matmul: [2,3] x [2,3]: inner dimensions 3 and 2 differ");
   CHECK_REJECTS(matmul(a, a, true, true), "matmul: [2,3]^T x [2,3]^T: inner dimensions 2 and 3 differ");
-  CHECK_REJECTS(matmul(Tensor::zeros({2, 3, 4}), Tensor::zeros({4, 5})),
-                "matmul: expected 2-D operands, got [2,3,4] and [4,5]");
-  CHECK_REJECTS(matmul(v4, a), "matmul: expected 2-D operands, got [4] and [2,3]");
+  CHECK_REJECTS(matmul(Tensor::zeros({2, 3, 4}), Tensor::zeros({5, 5})),
+                "matmul: [2,3,4] x [5,5]: inner dimensions 4 and 5 differ");
+  CHECK_REJECTS(matmul(v4, a),
+                "matmul: expected operands of rank >= 2 ([..., M, K] and [..., K, N]), got [4] and [2,3]");
 
   // reductions and dims
   CHECK_REJECTS(sum(a, 2), "sum: dim 2 is out of range for a tensor of rank 2 (valid: [-2, 1])");
