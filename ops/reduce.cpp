@@ -1,14 +1,18 @@
-// hitch/ops/reduce.cpp: sum and mean, over all elements (-> shape []) or along one dim.
+// hitch/ops/reduce.cpp: sum and mean, over all elements (-> shape []) or along one dim; max,
+// min, argmax, argmin and logsumexp along one dim.
 //
 //   sum(a), mean(a)                  a of any shape              -> []
 //   sum(a, dim, keepdim)             a [..., n, ...] (n at dim)  -> a's shape without dim
 //   mean(a, dim, keepdim)                                           (or with 1 there if keepdim)
+//   max / min (values, indices), argmax / argmin, logsumexp (a, dim, keepdim): the same shapes
 //
 // dim may be negative (counted from the end). Along a dim, a is viewed as [outer, n, inner];
 // the sums run in double. mean divides by n (by numel for the full mean); the mean of zero
 // elements is NaN, as in PyTorch. Backward spreads g (divided by n for mean) back over the
 // reduced dim.
 #include <algorithm>
+#include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/tape.h"
@@ -103,5 +107,160 @@ Tensor sum(const Tensor& a) { return reduce_all("sum", a, false); }
 Tensor mean(const Tensor& a) { return reduce_all("mean", a, true); }
 Tensor sum(const Tensor& a, std::int64_t dim, bool keepdim) { return reduce_dim("sum", a, dim, keepdim, false); }
 Tensor mean(const Tensor& a, std::int64_t dim, bool keepdim) { return reduce_dim("mean", a, dim, keepdim, true); }
+
+namespace {
+
+// A reduction along dim: a viewed as [outer, n, inner] and the output's shape.
+struct Along {
+  i64 outer = 1, n = 0, inner = 1;
+  Shape out;
+};
+
+Along along(const char* op, const Tensor& a, std::int64_t dim, bool keepdim) {
+  const i64 d = wrap_dim(op, dim, a.dim());
+  const Shape& shape = a.shape();
+  Along v;
+  for (i64 k = 0; k < d; ++k) v.outer *= shape[static_cast<std::size_t>(k)];
+  for (i64 k = d + 1; k < a.dim(); ++k) v.inner *= shape[static_cast<std::size_t>(k)];
+  v.n = shape[static_cast<std::size_t>(d)];
+  v.out = shape;
+  if (keepdim)
+    v.out[static_cast<std::size_t>(d)] = 1;
+  else
+    v.out.erase(v.out.begin() + d);
+  return v;
+}
+
+// The index along dim of the first maximum (want_max) or minimum of every [outer, inner] slice,
+// as torch.max / torch.min / argmax: ties go to the first index, and NaN beats every number (the
+// first NaN is picked, so NaN propagates into the values as in torch). n >= 1.
+IndexTensor pick(const Tensor& a, const Along& v, bool want_max) {
+  IndexTensor idx(v.out, std::vector<std::int64_t>(static_cast<std::size_t>(v.outer * v.inner)));
+  const float* x = a.data();
+  std::int64_t* out = idx.data();
+  for (i64 o = 0; o < v.outer; ++o)
+    for (i64 i = 0; i < v.inner; ++i) {
+      const float* col = x + o * v.n * v.inner + i;
+      i64 best = 0;
+      float b = col[0];
+      for (i64 k = 1; k < v.n && !std::isnan(b); ++k) {
+        const float c = col[k * v.inner];
+        if (std::isnan(c) || (want_max ? c > b : c < b)) {
+          best = k;
+          b = c;
+        }
+      }
+      out[o * v.inner + i] = best;
+    }
+  return idx;
+}
+
+Along checked_pick(const char* op, const Tensor& a, std::int64_t dim, bool keepdim) {
+  Along v = along(op, a, dim, keepdim);
+  if (v.n == 0)
+    throw Error(fmt::format("{}: dim {} has size 0 in a tensor of shape {}, and a reduction without identity needs "
+                            "at least one element",
+                            op, dim, shape_str(a.shape())));
+  return v;
+}
+
+// max / min along dim: values[o, i] = a[o, indices[o, i], i]. Backward: g goes to the picked
+// element only (torch's value_selecting_reduction_backward), so a tie sends it to the first.
+ValuesIndices extreme(const char* op, const Tensor& a, std::int64_t dim, bool keepdim, bool want_max) {
+  const Along v = checked_pick(op, a, dim, keepdim);
+  IndexTensor idx = pick(a, v, want_max);
+  Tensor values = Tensor::empty(v.out);
+  const float* x = a.data();
+  float* y = values.data();
+  const std::int64_t* k = idx.data();
+  for (i64 o = 0; o < v.outer; ++o)
+    for (i64 i = 0; i < v.inner; ++i)
+      y[o * v.inner + i] = x[(o * v.n + k[o * v.inner + i]) * v.inner + i];
+  if (will_record({a}))
+    record(op, {a}, values, [v, idx, shape = a.shape()](const Tensor& g, GradSink& sink) {
+      Tensor ga = Tensor::zeros(shape);
+      const float* G = g.data();
+      float* dx = ga.data();
+      const std::int64_t* K = idx.data();
+      for (i64 o = 0; o < v.outer; ++o)
+        for (i64 i = 0; i < v.inner; ++i) dx[(o * v.n + K[o * v.inner + i]) * v.inner + i] = G[o * v.inner + i];
+      sink.add(0, ga);
+    });
+  return {values, std::move(idx)};
+}
+
+}  // namespace
+
+ValuesIndices max(const Tensor& a, std::int64_t dim, bool keepdim) { return extreme("max", a, dim, keepdim, true); }
+ValuesIndices min(const Tensor& a, std::int64_t dim, bool keepdim) { return extreme("min", a, dim, keepdim, false); }
+IndexTensor argmax(const Tensor& a, std::int64_t dim, bool keepdim) {
+  return pick(a, checked_pick("argmax", a, dim, keepdim), true);
+}
+IndexTensor argmin(const Tensor& a, std::int64_t dim, bool keepdim) {
+  return pick(a, checked_pick("argmin", a, dim, keepdim), false);
+}
+
+namespace {
+
+// The shift m (the maximum, NaN if any, 0 when infinite, as torch) and sum_k exp(a - m) in double of
+// one slice col[k * stride], k < n.
+std::pair<double, double> lse_parts(const float* col, i64 n, i64 stride) {
+  float m = -INFINITY;
+  for (i64 k = 0; k < n; ++k) {
+    const float c = col[k * stride];
+    if (std::isnan(c)) {  // NaN in, NaN out
+      m = c;
+      break;
+    }
+    m = c > m ? c : m;
+  }
+  const double shift = std::isinf(m) ? 0.0 : static_cast<double>(m);
+  double s = 0.0;
+  for (i64 k = 0; k < n; ++k) s += std::exp(static_cast<double>(col[k * stride]) - shift);
+  return {shift, s};
+}
+
+}  // namespace
+
+// log(sum_k exp(a[o, k, i])) along dim, stable: out = m + log(sum exp(a - m)) with m the maximum
+// taken as 0 when infinite (as torch), so all -inf gives log 0 = -inf and any +inf gives +inf;
+// the sum runs in double. Size 0 along dim gives -inf (the log of an empty sum), as torch.
+// Backward (torch's logsumexp_backward, g * exp(a - out)): da = g * softmax(a) along dim, with
+// softmax = exp(a - m) / sum recomputed in double rather than from the float out (whose rounding
+// at |out| ~ 1000 would cost 4 digits). A slice of all -inf gets NaN (0 / 0), as in torch.
+Tensor logsumexp(const Tensor& a, std::int64_t dim, bool keepdim) {
+  const Along v = along("logsumexp", a, dim, keepdim);
+  Tensor out = Tensor::empty(v.out);
+  const float* x = a.data();
+  float* y = out.data();
+  for (i64 o = 0; o < v.outer; ++o)
+    for (i64 i = 0; i < v.inner; ++i) {
+      const auto [shift, s] = lse_parts(x + o * v.n * v.inner + i, v.n, v.inner);
+      y[o * v.inner + i] = static_cast<float>(shift + std::log(s));
+    }
+  if (will_record({a})) {
+    const Tensor av = a.detach();
+    record(
+        "logsumexp", {a}, out,
+        [v, av](const Tensor& g, GradSink& sink) {
+          Tensor ga = Tensor::empty(av.shape());
+          const float *G = g.data(), *X = av.data();
+          float* dx = ga.data();
+          for (i64 o = 0; o < v.outer; ++o)
+            for (i64 i = 0; i < v.inner; ++i) {
+              const i64 first = o * v.n * v.inner + i;
+              const auto [shift, s] = lse_parts(X + first, v.n, v.inner);
+              const double gs = static_cast<double>(G[o * v.inner + i]) / s;
+              for (i64 k = 0; k < v.n; ++k) {
+                const i64 at = first + k * v.inner;
+                dx[at] = static_cast<float>(gs * std::exp(static_cast<double>(X[at]) - shift));
+              }
+            }
+          sink.add(0, ga);
+        },
+        {a});
+  }
+  return out;
+}
 
 }  // namespace hitch

@@ -1,11 +1,12 @@
 // hitch/ops/unary.cpp: elementwise functions of one tensor: square, pow, exp, log, sqrt, relu,
-// tanh, sigmoid. Output shape = input shape.
+// tanh, sigmoid, abs, clamp. Output shape = input shape.
 //
 // Each op is one forward loop and one backward loop; the derivative is written in terms of the
 // input x and/or the output y, whichever is cheaper (exp, sqrt, tanh and sigmoid reuse y).
 // Domain errors are not checked: log and sqrt of negative numbers give NaN and log(0) = -inf,
 // as in PyTorch; those are values, not user mistakes that a shape check could catch.
 #include <cmath>
+#include <optional>
 
 #include "core/tape.h"
 #include "ops/ops.h"
@@ -94,6 +95,29 @@ Tensor sigmoid(const Tensor& a) {
         return e / (1.0f + e);
       },
       [](float, float y) { return y * (1.0f - y); });
+}
+
+// |a|. d/da = sign(a): 1 for a > 0, -1 for a < 0, 0 at a = 0 (torch.abs: sgn(a)).
+Tensor abs(const Tensor& a) {
+  return unary("abs", a, [](float x) { return std::fabs(x); },
+               [](float x, float) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); });
+}
+
+// min(max(a, lo), hi), either bound optional (torch.clamp). With lo > hi every value is hi
+// (max first, then min, as torch); NaN in a stays NaN. d/da = 1 where lo <= a <= hi (bounds
+// included, torch's clamp_backward), else 0 (so 0 everywhere when lo > hi, and at NaN).
+Tensor clamp(const Tensor& a, std::optional<float> min, std::optional<float> max) {
+  if (!min && !max) throw Error("clamp: at least one of min and max must be given, but both are absent");
+  if ((min && std::isnan(*min)) || (max && std::isnan(*max)))
+    throw Error(fmt::format("clamp: bounds must not be NaN, but got min = {} and max = {}",
+                            min ? fmt::format("{}", *min) : "none", max ? fmt::format("{}", *max) : "none"));
+  const float lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
+  return unary("clamp", a,
+               [lo, hi](float x) {
+                 const float y = x < lo ? lo : x;  // NaN compares false and stays
+                 return hi < y ? hi : y;
+               },
+               [lo, hi](float x, float) { return x >= lo && x <= hi ? 1.0f : 0.0f; });
 }
 
 }  // namespace hitch
