@@ -13,12 +13,11 @@
 #include <cstring>
 #include <map>
 #include <optional>
-#include <set>
-#include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "nn/safetensors.h"
+#include "nn/tie_match.h"
 
 namespace hitch::nn {
 
@@ -48,49 +47,16 @@ std::string join(const std::vector<std::string>& items, std::string_view sep) {
   return out;
 }
 
-std::string quoted_list(const std::vector<std::string>& names) {
-  std::vector<std::string> q;
-  for (const std::string& n : names) q.push_back("'" + n + "'");
-  return join(q, ", ");
-}
+using detail::ModuleNames;
 
-// Every name under which the module holds each Parameter.
-struct ModuleNames {
-  std::vector<std::pair<std::string, Parameter>> first;         // one per Parameter, named_parameters()
-  std::map<std::string, std::vector<std::string>> others;       // first name -> further names (ties)
-  std::unordered_map<const void*, std::string> name_of;         // identity -> first name
-};
-
-struct AllNames final : Module::Members {
-  std::string prefix;
-  std::vector<std::pair<std::string, Parameter>> out;
-  void param(std::string_view name, const Parameter& p) override {
-    if (p.defined()) out.emplace_back(prefix + std::string(name), p);
-  }
-  void module(std::string_view name, const Module& m) override {
-    const std::string saved = prefix;
-    prefix += std::string(name) + ".";
-    m.members(*this);
-    prefix = saved;
-  }
-};
-
+// The module's names and ties (nn/tie_match.h), refusing names checkpoints reserve.
 ModuleNames module_names(std::string_view who, const Module& module) {
-  ModuleNames names;
-  names.first = module.named_parameters();  // refuses hidden aliases
+  ModuleNames names = detail::module_names(module);
   for (const auto& [name, p] : names.first) {
     if (reserved(name))
       throw Error(fmt::format("{}: the module's Parameter '{}' has a name starting with '{}' or '{}', which "
                               "checkpoints reserve for optimizer and generator state",
                               who, name, kOptimPrefix, kGeneratorPrefix));
-    names.name_of.emplace(p.id(), name);
-  }
-  AllNames all;
-  module.members(all);
-  for (const auto& [name, p] : all.out) {
-    const std::string& first = names.name_of.at(p.id());
-    auto& others = names.others[first];
-    if (name != first && std::find(others.begin(), others.end(), name) == others.end()) others.push_back(name);
   }
   return names;
 }
@@ -127,65 +93,16 @@ std::vector<ParamWrite> match_module(const std::string& who, const Safetensors& 
       throw Error(fmt::format("{}: the file holds '{}' both as a tensor and as a tie of '{}'", who, alias, target));
     file_ties.emplace(alias, target);
   }
-  auto stored_name = [&](const std::string& name) -> std::string {
-    if (tensors.count(name) != 0) return name;
-    auto it = file_ties.find(name);
-    return it == file_ties.end() ? std::string() : it->second;
-  };
-
-  std::vector<std::string> missing, unexpected, mismatches;
-  std::set<std::string> used;                      // file tensors and tie names the module asked for
-  std::map<std::string, std::string> reached_from;  // stored name -> module name that reached it
-  std::vector<ParamWrite> writes;
-  for (const auto& [first, p] : names.first) {
-    std::vector<std::string> all{first};
-    if (auto it = names.others.find(first); it != names.others.end())
-      all.insert(all.end(), it->second.begin(), it->second.end());
-    std::string stored, via;  // the tensor this Parameter reads, and the module name that led there
-    for (const std::string& name : all) {
-      const std::string s = stored_name(name);
-      if (s.empty()) {
-        missing.push_back(name);
-        continue;
-      }
-      used.insert(name);
-      if (stored.empty()) {
-        stored = s, via = name;
-      } else if (s != stored) {
-        mismatches.push_back(fmt::format("'{}' and '{}' are one Parameter in the module, but two tensors in the file",
-                                         via, name));
-      }
-    }
-    if (stored.empty()) continue;
-    used.insert(stored);
-    if (auto [it, fresh] = reached_from.emplace(stored, via); !fresh) {
-      mismatches.push_back(fmt::format("the file ties '{}' and '{}' to one tensor '{}', but in the module they are "
-                                       "two separate Parameters",
-                                       it->second, via, stored));
-      continue;
-    }
-    const SafetensorsEntry& e = *tensors.at(stored);
-    if (e.dtype != "F32")
-      mismatches.push_back(fmt::format("'{}' has dtype {}, but hitch Parameters are F32", e.name, e.dtype));
-    else if (e.shape != p.shape())
-      mismatches.push_back(fmt::format("'{}' has shape {} in the file and {} in the module", e.name,
-                                       shape_str(e.shape), shape_str(p.shape())));
-    else
-      writes.push_back({p, e.bytes});
-  }
-  for (const auto& [name, e] : tensors)
-    if (used.count(name) == 0) unexpected.push_back(name);
-  for (const auto& [alias, target] : file_ties)
-    if (used.count(alias) == 0) unexpected.push_back(alias);
+  std::map<std::string, detail::StoredTensor> stored;
+  for (const auto& [name, e] : tensors) stored.emplace(name, detail::StoredTensor{e->dtype, e->shape});
+  detail::TieMatch m = detail::match_ties(names, stored, file_ties, "the file");
   for (const SafetensorsEntry& e : st.tensors)
     if (e.name.starts_with(kGeneratorPrefix) && e.name != "generator.state" && e.name != "generator.spare")
-      unexpected.push_back(e.name);
-
-  std::vector<std::string> problems;
-  if (!missing.empty()) problems.push_back("missing keys " + quoted_list(missing));
-  if (!unexpected.empty()) problems.push_back("unexpected keys " + quoted_list(unexpected));
-  problems.insert(problems.end(), mismatches.begin(), mismatches.end());
-  if (!problems.empty()) throw Error(who + " does not match the module: " + join(problems, "; "));
+      m.unexpected.push_back(e.name);
+  if (const std::string problems = m.problems(); !problems.empty())
+    throw Error(who + " does not match the module: " + problems);
+  std::vector<ParamWrite> writes;
+  for (const auto& [p, name] : m.writes) writes.push_back({p, tensors.at(name)->bytes});
   return writes;
 }
 

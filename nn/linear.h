@@ -1,10 +1,18 @@
 // hitch/nn/linear.h: Linear, the affine layer y = x W^T + b.
 //
-// Shapes: weight [out, in], bias [out], x [B, in] -> [B, out]. forward is matmul(x, weight,
-// transpose_b = true) (one sgemm, no transposed copy of W) plus bias broadcast over rows.
+// Shapes: weight [out, in], bias [out], x [*, in] -> [*, out] (any number of leading dims,
+// also none: [in] -> [out]). forward views x as [N, in] (a reshape, which copies), calls
+// matmul(x, weight, transpose_b = true) (one sgemm, no transposed copy of W), adds bias
+// broadcast over rows and reshapes to [*, out]; a 2-D x skips both reshapes.
 // Initialisation is PyTorch's: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)]
 // (kaiming_uniform with a = sqrt(5) gives that bound), weight drawn first, then bias.
-// Left out: inputs of rank other than 2 (reshape to [B, in] first).
+//
+// Tying an output projection to an embedding table (Press & Wolf 2017):
+//
+//   nn::Embedding emb(V, D);
+//   nn::Linear head(emb.weight);   // weight [V, D]: in = D, out = V, no bias
+//
+// head.weight IS emb.weight (one Parameter, one gradient, listed once).
 #pragma once
 
 #include <cstdint>
@@ -20,13 +28,17 @@ namespace hitch::nn {
 // Parameter named "bias" of shape [out], otherwise undefined. Both are listed by parameters().
 // A Linear owns its Parameters by handle: share one with another module by copying the
 // Parameter (tying), never by copying the module (modules are not copyable).
-class Linear : public Module {
+class Linear : public TensorModule {
  public:
   Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true, Generator& gen = default_generator());
+  // Around existing Parameters (the tie): no copy, no rename, nothing drawn. Requires weight
+  // 2-D [out, in] and bias undefined or [out] (checked; hitch::Error naming the shapes).
+  // in_features and out_features are read from weight.
+  explicit Linear(Parameter weight, Parameter bias = {});
 
-  // x [B, in] -> [B, out]. Throws hitch::Error naming both shapes if x is not [B, in].
-  Tensor forward(const Tensor& x) const;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
+  // x [*, in] -> [*, out]. Throws hitch::Error naming both shapes if x's last dim is not in
+  // (or x is a scalar).
+  Tensor forward(const Tensor& x) const override;
 
   void members(Members& m) const override;
 

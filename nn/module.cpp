@@ -51,6 +51,12 @@ void Module::zero_grad(bool set_to_none) {
   for (auto& p : parameters()) p.zero_grad(set_to_none);
 }
 
+Module& Module::requires_grad_(bool on) {
+  const std::vector<Parameter> params = parameters();  // may throw (hidden aliases): nothing set yet
+  for (Parameter p : params) p.set_requires_grad(on);
+  return *this;
+}
+
 void Module::train(bool on) {
   ModuleWalker w;
   members(w);  // may throw (a user's members()); nothing is set before it returns

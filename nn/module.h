@@ -32,6 +32,10 @@ class Module {
   // Dotted names ("bag.weight"); a shared Parameter appears once, under its first name.
   std::vector<std::pair<std::string, Parameter>> named_parameters() const;
   void zero_grad(bool set_to_none = false);
+  // Sets requires_grad on every Parameter (each once; submodules included), PyTorch's
+  // Module.requires_grad_: false freezes them (ops record nothing for them, optimizers skip
+  // them, having no gradient). Returns *this.
+  Module& requires_grad_(bool on = true);
 
   void train(bool on = true);
   void eval() { train(false); }
@@ -49,6 +53,14 @@ class Module {
 
  private:
   bool training_ = true;
+};
+
+// A module with one tensor in and one tensor out: what nn::Sequential chains. Linear, Dropout,
+// LayerNorm, ReLU, GELU, Tanh and Sequential itself derive from it (nn/layers.h).
+class TensorModule : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) const = 0;
+  Tensor operator()(const Tensor& x) const { return forward(x); }
 };
 
 }  // namespace hitch::nn
