@@ -29,7 +29,9 @@ namespace hitch::nn {
 // shared Parameter (Linear(emb.weight)) keeps the tie. parameters() lists each Parameter once
 // as for every Module. Requires: no null child (checked, hitch::Error).
 // Note: a single Sequential argument is a move (the move constructor), not nesting; nest with
-// push_back / append or among other arguments.
+// push_back / append or among other arguments. When every argument is a default-constructed
+// temporary, use braces: `nn::Sequential s{nn::ReLU(), nn::Tanh()};` (with parentheses C++
+// reads a function declaration).
 class Sequential : public TensorModule {
  public:
   Sequential() = default;
