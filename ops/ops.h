@@ -142,7 +142,7 @@ Tensor log_sigmoid(const Tensor& a);
 //   label_smoothing: in [0, 1] (cross_entropy only): the target distribution is
 //                    (1 - s) one_hot + s / C (Szegedy et al. 2016), weighted as PyTorch does.
 struct CrossEntropyOptions {
-  Tensor weight;
+  Tensor weight{};  // {} so that designated initializers may leave it out (-Wmissing-field-initializers)
   std::int64_t ignore_index = -100;
   Reduction reduction = Reduction::Mean;
   float label_smoothing = 0.0f;
@@ -153,8 +153,8 @@ Tensor cross_entropy(const Tensor& logits, const IndexTensor& targets, const Cro
 // log_probs [B,C] (already log-softmaxed), targets [B]: -log_probs[b, target[b]] weighted, reduced.
 // label_smoothing must be 0.
 Tensor nll_loss(const Tensor& log_probs, const IndexTensor& targets, const CrossEntropyOptions& options = {});
-// sum(x1 * x2, dim) / max(||x1|| * ||x2||, eps) (x1, x2 broadcast; PyTorch 1.13's formula:
-// the product of the norms is clamped, not each norm).
+// sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps)), dim) (x1, x2 broadcast, dim counted in
+// the broadcast shape; PyTorch 1.13's formula: each norm is clamped, not their product). eps >= 0.
 Tensor cosine_similarity(const Tensor& x1, const Tensor& x2, std::int64_t dim = 1, float eps = 1e-8f);
 Tensor mse_loss(const Tensor& input, const Tensor& target);  // mean of squares, same shapes
 // mean over elements of max(x,0) - x*y + log(1 + exp(-|x|)); target is not differentiated.
