@@ -163,3 +163,92 @@ TEST_CASE("tying: the alias_of pitfall is refused, opt-in lists two Parameters, 
     CHECK(m.parameters().size() == 1);
   }
 }
+
+namespace {
+
+// Embedding, EmbeddingBag and the output projection (Linear around the same Parameter): the
+// three-way tie of a seq2seq model's shared vocabulary table.
+struct ThreeWay : nn::Module {
+  nn::Embedding emb;
+  nn::EmbeddingBag bag;
+  nn::Linear head;
+  explicit ThreeWay(const Parameter& table)
+      : emb(table), bag(table, {.mode = BagMode::Mean}), head(table) {}
+  void members(Members& m) const override {
+    m.module("emb", emb);
+    m.module("bag", bag);
+    m.module("head", head);
+  }
+};
+
+const Tensor kHidden({2, 3}, {0.5f, -1.0f, 2.0f, 1.5f, 0.25f, -0.75f});  // [B, D] read by the head
+Tensor head_grad_out() { return Tensor({2, 5}, Tensor::arange(-4, 6, 1).to_vector()); }
+
+}  // namespace
+
+TEST_CASE("tying: a three-way tie (Embedding, EmbeddingBag, Linear head) gets the sum of the three paths") {
+  Parameter table("table", table_values());
+  ThreeWay tied(table);
+  CHECK(tied.head.weight.is_same(table));
+  const Tensor logits = tied.head(kHidden);  // [2, 3] x [5, 3]^T -> [2, 5]
+  backward(sum(tied.emb(kTokens) * emb_grad_out()) + sum(tied.bag(kBagInput, kOffsets) * bag_grad_out()) +
+           sum(logits * head_grad_out()));
+
+  // Each path alone, on its own copy of the same values.
+  Parameter a("a", table_values()), b("b", table_values()), c("c", table_values());
+  backward(sum(nn::Embedding(a)(kTokens) * emb_grad_out()));
+  backward(sum(nn::EmbeddingBag(b, {.mode = BagMode::Mean})(kBagInput, kOffsets) * bag_grad_out()));
+  backward(sum(nn::Linear(c)(kHidden) * head_grad_out()));
+  // The head's own contribution is g^T h: check it against the formula, so the sum below is not
+  // checked against Linear's backward alone.
+  const Tensor want_head = matmul(head_grad_out(), kHidden, true, false);  // [5, 2] x [2, 3]
+  CHECK_MESSAGE(emb_test::diff(c.grad(), want_head).empty(), emb_test::diff(c.grad(), want_head));
+  const std::string msg = emb_test::diff(table.grad(), a.grad() + b.grad() + c.grad(), 1e-5, 1e-6);
+  CHECK_MESSAGE(msg.empty(), msg);
+
+  // Listed once, one optimizer state, one update.
+  const auto named = tied.named_parameters();
+  REQUIRE(named.size() == 1);
+  CHECK(named[0].first == "emb.weight");
+  optim::Adam adam(tied.parameters(), {.lr = 0.1});
+  const std::vector<float> before = table.value().to_vector();
+  adam.step();
+  CHECK(adam.state_size() == 1);
+  const std::vector<float> after = table.value().to_vector();
+  const Tensor g = table.grad();
+  for (std::size_t i = 0; i < after.size(); ++i)
+    if (g.data()[i] != 0.0f) CHECK(std::abs(static_cast<double>(after[i]) - before[i]) == doctest::Approx(0.1).epsilon(1e-4));
+}
+
+TEST_CASE("tying: an optimizer built before a re-tie refuses to step, names the orphan and changes nothing") {
+  nn::Embedding emb(Parameter("emb.weight", table_values()));
+  nn::Linear head(3, 5, /*bias=*/false);
+  head.weight.set_name("head.weight");
+  optim::Adam adam(std::vector<Parameter>{emb.weight, head.weight}, {.lr = 0.1});
+  backward(sum(emb(kTokens) * emb_grad_out()));
+  adam.step();  // both held by modules: fine (head.weight has no gradient and is skipped)
+  REQUIRE(adam.state_size() == 1);
+  const optim::AdamState before_state = *adam.state(emb.weight);
+
+  head.weight = emb.weight;  // tied after the optimizer was built: the old head.weight is orphaned
+  backward(sum(head(kHidden) * head_grad_out()));
+  const std::vector<float> values = emb.weight.value().to_vector();
+  const std::uint64_t version = emb.weight.impl().storage->version;
+  CHECK_THROWS_WITH_AS(adam.step(),
+                       "Adam::step: Parameter 'head.weight' (group 0 position 1) is held by this optimizer only: no "
+                       "module or tensor holds it any more, so it can never get a gradient (was it re-tied or "
+                       "replaced after the optimizer was built? build the optimizer after tying, from "
+                       "model.parameters())",
+                       Error);
+  CHECK(emb.weight.value().to_vector() == values);
+  CHECK(emb.weight.impl().storage->version == version);
+  CHECK(adam.state(emb.weight)->step == before_state.step);
+  CHECK(adam.state(emb.weight)->exp_avg == before_state.exp_avg);
+  CHECK(adam.state_size() == 1);
+
+  // Built after tying: holds only what the modules hold, and steps.
+  optim::Adam fresh(std::vector<Parameter>{emb.weight}, {.lr = 0.1});
+  fresh.step();
+  CHECK(fresh.state_size() == 1);
+  CHECK(emb.weight.value().to_vector() != values);
+}
