@@ -47,7 +47,7 @@ int run_table(const std::vector<OpCase>& table) {
     for (const auto& shapes : c.checks) {
       Inputs inputs;
       std::string label = c.name;
-      for (const Shape& s : shapes) inputs.push_back(draw(s, gen)), label += " " + shape_str(s);
+      for (const Shape& s : shapes) inputs.push_back(draw(s, gen)), label += fmt::format(" {}", shape_str(s));
       const GradcheckResult r = gradcheck(label, c.f, inputs);
       CHECK_MESSAGE(r.ok, r.message);
       CHECK_MESSAGE(r.checked > 0, label);

@@ -59,7 +59,7 @@ int run_table(const std::vector<OpCase>& table) {
         inputs.push_back(draw(s, gen));
         shape_names.push_back(shape_str(s));
       }
-      const std::string label = c.name + " " + fmt::format("{}", fmt::join(shape_names, " . "));
+      const std::string label = fmt::format("{} {}", c.name, fmt::join(shape_names, " . "));
       const GradcheckResult r = gradcheck(label, c.f, inputs);
       CHECK_MESSAGE(r.ok, r.message);
       CHECK_MESSAGE(r.checked > 0, label);
