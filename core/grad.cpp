@@ -102,7 +102,11 @@ void Grad::add(const Tensor& g) {
     throw InternalError(fmt::format("Grad::add: contribution of shape {} for a gradient of shape {}",
                                     shape_str(g.shape()), shape_str(shape_)));
   if (layout_ == Layout::Empty) {  // first contribution: a copy, not zeros plus an add
-    dense_ = g.clone();
+    // ... or no copy at all when nothing else can see g's values: the op's own temporary (its
+    // only handle, its storage unshared) is adopted as it is (a [512, 10000] logits gradient
+    // is 20 MB).
+    const bool sole = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && !g.requires_grad();
+    dense_ = sole ? g : g.clone();
     layout_ = Layout::Dense;
     return;
   }

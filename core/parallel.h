@@ -9,9 +9,9 @@
 // chunks. Small inputs stay on the calling thread (kParallelMinFloats).
 // std::thread workers, created on first use; after a job they spin 200 us for the next one,
 // then park. Chunks are claimed by whichever thread is free (the caller included), so a late
-// worker delays nothing. OpenBLAS's own threads are not touched (hitch calls sgemm from the
-// caller only). Left out on purpose: nested parallelism (a parallel_for inside a chunk runs
-// serially).
+// worker delays nothing. OpenBLAS's own pool is pinned to one thread (ops/blas.cpp: its bits
+// would depend on its thread count); hitch calls sgemm from the caller only. Left out on
+// purpose: nested parallelism (a parallel_for inside a chunk runs serially).
 #pragma once
 
 #include <cstddef>

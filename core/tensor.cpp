@@ -124,10 +124,11 @@ constexpr std::align_val_t kStorageAlign{64};
 // 128 KB up glibc maps each one freshly by default).
 constexpr std::size_t kCacheMin = std::size_t{128} << 10;
 // Larger blocks (tables, a model's one-off temporaries) are never held: a freed 100 MB copy must
-// not stay resident.
-constexpr std::size_t kCacheMax = std::size_t{8} << 20;
+// not stay resident. 32 MB is glibc's own ceiling for reusing freed blocks (its largest mmap
+// threshold); it covers a language model's [512, 10000] logits and their gradient (20 MB each).
+constexpr std::size_t kCacheMax = std::size_t{32} << 20;
 constexpr std::size_t kCacheBlocks = 8;
-constexpr std::size_t kCacheBytes = std::size_t{32} << 20;
+constexpr std::size_t kCacheBytes = std::size_t{64} << 20;
 // Big storages (embedding tables, their optimizer state) start on a 2 MB boundary and ask for
 // transparent huge pages: random rows of a 25 MB table otherwise miss the TLB on most lookups
 // (a page walk per row). Linux with THP in "madvise" mode (Debian's default) honours it.
@@ -175,7 +176,8 @@ struct BlockCache {
     bytes += size;
   }
   void drop_oldest() noexcept {
-    ::operator delete(blocks[0].p, kStorageAlign);
+    // The size tells how the block was allocated (storage_allocate).
+    ::operator delete(blocks[0].p, blocks[0].bytes >= kHugeMin ? kHugeAlign : kStorageAlign);
     bytes -= blocks[0].bytes;
     std::move(blocks.begin() + 1, blocks.begin() + static_cast<std::ptrdiff_t>(count), blocks.begin());
     --count;
@@ -218,16 +220,12 @@ void* storage_allocate(std::size_t bytes) {
 }
 
 void storage_deallocate(void* p, std::size_t bytes) noexcept {
-  if (bytes >= kHugeMin) {
-    ::operator delete(p, kHugeAlign);
-    return;
-  }
   if (kCacheOn && !cache_gone && bytes > 0 && bytes <= kCacheMax) {
-    if (bytes >= kCacheMin) block_cache.keep(p, bytes);
+    if (bytes >= kCacheMin) block_cache.keep(p, bytes);  // huge-page blocks of 16-32 MB too
     else small_cache.keep(p, bytes);
     return;
   }
-  ::operator delete(p, kStorageAlign);
+  ::operator delete(p, bytes >= kHugeMin ? kHugeAlign : kStorageAlign);
 }
 
 // ---- Tensor ----------------------------------------------------------------------------------
@@ -364,7 +362,7 @@ Tensor Tensor::detach() const {
   return Tensor(impl);
 }
 
-Tensor Tensor::clone() const { return Tensor(shape(), to_vector()); }
+Tensor Tensor::clone() const { return Tensor(make_impl(shape(), FloatStorage(values().begin(), values().end()))); }
 
 // ---- IndexTensor -----------------------------------------------------------------------------
 

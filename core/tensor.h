@@ -56,7 +56,7 @@ void manual_seed(std::uint64_t seed);
 
 // Allocation of tensor values: 64-byte aligned (with [N, D] rows of 16k floats every row
 // starts on a cache line), and large blocks freed by a thread are kept in a small per-thread
-// cache (blocks of 128 KB - 8 MB, at most 8 blocks / 32 MB, exact sizes, released at thread
+// cache (blocks of 128 KB - 32 MB, at most 8 blocks / 64 MB, exact sizes, released at thread
 // exit; off under AddressSanitizer), so a training loop's
 // same-sized outputs and gradients reuse memory instead of mapping and page-faulting fresh
 // memory every step. Values are value-initialised (zeros) as with std::allocator. When the

@@ -2,6 +2,7 @@
 #include "ops/blas.h"
 
 #include <algorithm>
+#include <mutex>
 #include <limits>
 
 #include <cblas.h>
@@ -27,6 +28,13 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
     for (std::int64_t i = 0; i < count; ++i) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
     return;
   }
+  // OpenBLAS's own pool is pinned to one thread: with more, its results depend on its thread
+  // count (the machine's core count by default: the same program would give other bits on
+  // another machine, and so would splitting C over hitch's threads, since OpenBLAS's kernels for
+  // the edge rows sum in another order), and its idle threads spin in sched_yield beside
+  // hitch's. The price: a matmul runs on one core (docs/performance.md).
+  static std::once_flag pinned;
+  std::call_once(pinned, [] { openblas_set_num_threads(1); });
   // Row-major leading dimensions are the stored row lengths.
   const blasint lda = trans_a ? m : k;
   const blasint ldb = trans_b ? k : n;

@@ -17,7 +17,9 @@
 #include <limits>
 #include <vector>
 
+#include "core/parallel.h"
 #include "core/tape.h"
+#include "ops/exp_kernel.h"
 #include "ops/ops.h"
 
 namespace hitch {
@@ -34,6 +36,41 @@ double log_sum_exp(const float* x, i64 n, i64 stride) {
   double s = 0.0;
   for (i64 k = 0; k < n; ++k) s += std::exp(static_cast<double>(x[k * stride]) - m);
   return m + std::log(s);
+}
+
+// out[k] = scale * exp(x[k] - shift), x[k] - shift <= 0: the softmax's exponentials, vectorised
+// for the CPU at hand (the same bits at every width: core/parallel.h, HITCH_TARGET_CLONES).
+HITCH_TARGET_CLONES void scaled_exp(const float* x, float shift, float scale, float* out, i64 n) {
+  for (i64 k = 0; k < n; ++k) out[k] = scale * detail::exp_nonpositive(x[k] - shift);
+}
+
+// The same for one contiguous row, fast: the max and the sum run in 8 lanes (a fixed order, so
+// the bits do not depend on the machine), exp by detail::exp_nonpositive into scratch (which
+// vectorises), the sum in double. Agrees with log_sum_exp to float rounding.
+double row_log_sum_exp(const float* x, i64 n, float* scratch) {
+  constexpr int L = 8;
+  float lane_max[L];
+  for (float& v : lane_max) v = -std::numeric_limits<float>::infinity();
+  i64 k = 0;
+  for (; k + L <= n; k += L)
+    for (int j = 0; j < L; ++j) lane_max[j] = std::max(lane_max[j], x[k + j]);
+  float m = -std::numeric_limits<float>::infinity();
+  for (; k < n; ++k) m = std::max(m, x[k]);
+  for (float v : lane_max) m = std::max(m, v);
+  if (std::isinf(m)) return m;  // all -inf (or an +inf): the max is the answer
+  scaled_exp(x, m, 1.0f, scratch, n);
+  double lane_sum[L] = {};
+  for (k = 0; k + L <= n; k += L)
+    for (int j = 0; j < L; ++j) lane_sum[j] += static_cast<double>(scratch[k + j]);
+  double sum = 0.0;
+  for (; k < n; ++k) sum += static_cast<double>(scratch[k]);
+  for (double v : lane_sum) sum += v;
+  return m + std::log(sum);
+}
+
+// Rows per parallel_for chunk for rows of C floats: at least kParallelMinFloats floats each.
+std::size_t rows_per_chunk(i64 C) {
+  return std::max<std::size_t>(1, kParallelMinFloats / static_cast<std::size_t>(std::max<i64>(C, 1)));
 }
 
 void check_same_shape(const char* op, const Tensor& input, const Tensor& target) {
@@ -168,27 +205,35 @@ Tensor class_loss(const char* op, const Tensor& input, const IndexTensor& target
   const float* x = input.data();
   std::vector<float> lse(from_logits ? static_cast<std::size_t>(B) : 0);
   std::vector<double> per_row(static_cast<std::size_t>(B), 0.0);
+  // Rows are independent: computed in parallel (each by one thread), then added in row order,
+  // so the result does not depend on the thread count.
+  parallel_for(static_cast<std::size_t>(B), rows_per_chunk(C), [&](std::size_t lo, std::size_t hi) {
+    std::vector<float> scratch(from_logits ? static_cast<std::size_t>(C) : 0);
+    for (auto b = static_cast<i64>(lo); b < static_cast<i64>(hi); ++b) {
+      const i64 t = targets[b];
+      if (t == ignore) continue;
+      const double wt = weight_of(t);
+      double loss;
+      if (from_logits) {
+        const double l = row_log_sum_exp(x + b * C, C, scratch.data());
+        lse[static_cast<std::size_t>(b)] = static_cast<float>(l);
+        loss = wt * (l - x[b * C + t]);
+        if (s > 0.0) {
+          double smooth = 0.0;
+          for (i64 c = 0; c < C; ++c) smooth += weight_of(c) * (l - x[b * C + c]);
+          loss = (1.0 - s) * loss + s / static_cast<double>(C) * smooth;
+        }
+      } else {
+        loss = -(wt * x[b * C + t]);
+      }
+      per_row[static_cast<std::size_t>(b)] = loss;
+    }
+  });
   double total = 0.0, divisor = 0.0;
   for (i64 b = 0; b < B; ++b) {
-    const i64 t = targets[b];
-    if (t == ignore) continue;
-    const double wt = weight_of(t);
-    double loss;
-    if (from_logits) {
-      const double l = log_sum_exp(x + b * C, C, 1);
-      lse[static_cast<std::size_t>(b)] = static_cast<float>(l);
-      loss = wt * (l - x[b * C + t]);
-      if (s > 0.0) {
-        double smooth = 0.0;
-        for (i64 c = 0; c < C; ++c) smooth += weight_of(c) * (l - x[b * C + c]);
-        loss = (1.0 - s) * loss + s / static_cast<double>(C) * smooth;
-      }
-    } else {
-      loss = -(wt * x[b * C + t]);
-    }
-    per_row[static_cast<std::size_t>(b)] = loss;
-    total += loss;
-    divisor += wt;
+    if (targets[b] == ignore) continue;
+    total += per_row[static_cast<std::size_t>(b)];
+    divisor += weight_of(targets[b]);
   }
 
   Tensor out;
@@ -207,35 +252,41 @@ Tensor class_loss(const char* op, const Tensor& input, const IndexTensor& target
           Tensor ga = from_logits ? Tensor::empty({B, C}) : Tensor::zeros({B, C});
           const float *X = xv.data(), *G = g.data();
           float* dx = ga.data();
-          for (i64 b = 0; b < B; ++b) {
-            const i64 t = targets[b];
-            float* row = dx + b * C;
-            if (t == ignore) {
-              if (from_logits) std::fill(row, row + C, 0.0f);
-              continue;
-            }
-            const double f = reduction == Reduction::None  ? static_cast<double>(G[b])
-                             : reduction == Reduction::Sum ? static_cast<double>(G[0])
-                                                           : static_cast<double>(G[0]) / divisor;
-            const double wt = w.empty() ? 1.0 : w[static_cast<std::size_t>(t)];
-            const double scale = f * wt;
-            if (!from_logits) {
-              row[t] = static_cast<float>(-scale);
-              continue;
-            }
-            const double l = lse[static_cast<std::size_t>(b)];
-            if (s == 0.0) {
-              for (i64 c = 0; c < C; ++c) row[c] = static_cast<float>(scale * std::exp(static_cast<double>(X[b * C + c]) - l));
-              row[t] -= static_cast<float>(scale);
-            } else {
-              const double a = scale * (1.0 - s), sm = f * s / static_cast<double>(C);
-              for (i64 c = 0; c < C; ++c) {
-                const double p = std::exp(static_cast<double>(X[b * C + c]) - l);
-                const double wc = w.empty() ? 1.0 : w[static_cast<std::size_t>(c)];
-                row[c] = static_cast<float>(a * (p - (c == t ? 1.0 : 0.0)) + sm * (W * p - wc));
+          parallel_for(static_cast<std::size_t>(B), rows_per_chunk(C), [&](std::size_t lo, std::size_t hi) {
+            for (auto b = static_cast<i64>(lo); b < static_cast<i64>(hi); ++b) {
+              const i64 t = targets[b];
+              float* row = dx + b * C;
+              if (t == ignore) {
+                if (from_logits) std::fill(row, row + C, 0.0f);
+                continue;
+              }
+              const double f = reduction == Reduction::None  ? static_cast<double>(G[b])
+                               : reduction == Reduction::Sum ? static_cast<double>(G[0])
+                                                             : static_cast<double>(G[0]) / divisor;
+              const double wt = w.empty() ? 1.0 : w[static_cast<std::size_t>(t)];
+              const double scale = f * wt;
+              if (!from_logits) {
+                row[t] = static_cast<float>(-scale);
+                continue;
+              }
+              const double l = lse[static_cast<std::size_t>(b)];
+              // softmax = exp(x - lse), by the vectorised exp (x - lse <= 0: lse >= the row's max).
+              const float* xr = X + b * C;
+              const auto lf = static_cast<float>(l);
+              if (s == 0.0) {
+                const auto sc = static_cast<float>(scale);
+                scaled_exp(xr, lf, sc, row, C);
+                row[t] -= sc;
+              } else {
+                const double a = scale * (1.0 - s), sm = f * s / static_cast<double>(C);
+                for (i64 c = 0; c < C; ++c) {
+                  const auto p = static_cast<double>(detail::exp_nonpositive(xr[c] - lf));
+                  const double wc = w.empty() ? 1.0 : w[static_cast<std::size_t>(c)];
+                  row[c] = static_cast<float>(a * (p - (c == t ? 1.0 : 0.0)) + sm * (W * p - wc));
+                }
               }
             }
-          }
+          });
           sink.add(0, ga);
         },
         {input});

@@ -37,6 +37,14 @@ namespace {
 
 using i64 = std::int64_t;
 
+// a's values under another shape of the same numel: one copy into tensor storage (no
+// intermediate std::vector, whose large blocks glibc maps and faults in afresh every step).
+Tensor copy_as(const Tensor& a, Shape shape) {
+  Tensor out = Tensor::empty(std::move(shape));
+  std::copy(a.values().begin(), a.values().end(), out.data());
+  return out;
+}
+
 // out [N,M] = x [M,N]^T, in tiles so that both sides stay in cache for large matrices.
 void transpose_into(const float* x, float* out, i64 M, i64 N) {
   constexpr i64 tile = 32;
@@ -157,10 +165,8 @@ Tensor reshape(const Tensor& a, Shape shape) {
     throw Error(fmt::format("reshape: cannot reshape {} ({} elements) into {} ({} elements)", shape_str(a.shape()), n,
                             shape_str(shape), want));
   }
-  Tensor out(std::move(shape), a.to_vector());
-  record("reshape", {a}, out, [from = a.shape()](const Tensor& g, GradSink& sink) {
-    sink.add(0, Tensor(from, g.to_vector()));
-  });
+  Tensor out = copy_as(a, std::move(shape));
+  record("reshape", {a}, out, [from = a.shape()](const Tensor& g, GradSink& sink) { sink.add(0, copy_as(g, from)); });
   return out;
 }
 

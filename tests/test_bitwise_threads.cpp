@@ -145,3 +145,36 @@ TEST_CASE("bitwise: sparse optimizer walks and embedding kernels give the same b
     }
   }
 }
+
+namespace {
+
+// The tied language-model step (bench_embedding's LM row, smaller): lookup, output projection
+// through the same table (one sgemm each way, with OpenBLAS kept at hitch's thread count),
+// cross_entropy whose rows are split over threads, Adam. Odd sizes so chunks end mid-vector.
+std::vector<float> tied_lm_steps(int threads) {
+  reliability::ThreadCount guard(threads);
+  Generator gen(5);
+  Parameter table("table", Tensor::uniform({1003, 67}, -0.1f, 0.1f, gen));
+  nn::Embedding emb(table);
+  const nn::Linear head(table);
+  optim::Adam adam(std::vector<Parameter>{table}, {.lr = 0.01});
+  std::vector<std::int64_t> tokens(301), next(301);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    tokens[i] = static_cast<std::int64_t>(gen.below(1003));
+    next[i] = static_cast<std::int64_t>(gen.below(1003));
+  }
+  for (int step = 0; step < 3; ++step) {
+    adam.zero_grad(true);
+    backward(cross_entropy(head(emb(IndexTensor({301}, tokens))), IndexTensor({301}, next),
+                           {.label_smoothing = step == 1 ? 0.1f : 0.0f}));
+    adam.step();
+  }
+  return table.value().to_vector();
+}
+
+}  // namespace
+
+TEST_CASE("bitwise: the tied LM step (matmul, cross_entropy, Adam) gives the same bits at 1, 2, 3 and 256 threads") {
+  const std::vector<float> want = tied_lm_steps(1);
+  for (const int threads : kThreadCounts) check_same_bits(want, tied_lm_steps(threads), fmt::format("{} threads", threads));
+}
