@@ -66,10 +66,14 @@ std::vector<Workload> workloads() {
   w.push_back({"C/fwd-sum", 'C', true, BagMode::Sum, false, false, ""});
   w.push_back({"C/sgd-sparse-tied", 'C', false, BagMode::Sum, true, true, "sgd", 3, 5});
   w.push_back({"C/sparseadam-tied", 'C', false, BagMode::Sum, true, true, "sparse_adam", 5});
+  // The tied language-model step (issue 13): lookup of b tokens in W [V, D], the output
+  // projection through the same W (nn::Linear(W)), cross_entropy over V classes, Adam.
+  w.push_back({"LM/adam-tied", 'L', false, BagMode::Sum, true, false, "adam", 1.0});
   return w;
 }
 
 Size size_of(char s, bool smoke) {
+  if (s == 'L') return smoke ? Size{200, 16, 32, 1} : Size{10000, 128, 512, 1};  // V, D, tokens
   if (smoke) return s == 'A' ? Size{100, 8, 4, 3} : s == 'B' ? Size{1000, 16, 32, 5} : Size{5000, 16, 64, 6};
   return s == 'A' ? Size{1000, 32, 64, 8} : s == 'B' ? Size{100000, 64, 1024, 20} : Size{2000000, 64, 4096, 40};
 }
@@ -109,6 +113,7 @@ Measured run_workload(const Workload& w, const Size& s, int max_steps, double mi
   }
   const Tensor u = Tensor::uniform({s.b, s.d}, -1.0f, 1.0f, gen);
   nn::Embedding emb(table, {.sparse = w.sparse});
+  const nn::Linear head(table);  // LM: logits = e W^T, the tied output projection
   nn::EmbeddingBag bag(table, {.mode = w.mode, .sparse = w.sparse});
   std::unique_ptr<optim::Optimizer> opt;
   if (w.optimizer == "sgd") opt = std::make_unique<optim::SGD>(std::vector<Parameter>{table}, optim::SGDOptions{.lr = 0.01});
@@ -125,6 +130,12 @@ Measured run_workload(const Workload& w, const Size& s, int max_steps, double mi
       return;
     }
     opt->zero_grad();
+    if (w.size == 'L') {  // next-token targets: the first column of the bag batch
+      const IndexTensor targets(Shape{s.b}, std::vector<std::int64_t>(bags[i].values().begin(), bags[i].values().begin() + s.b));
+      backward(cross_entropy(head(emb(singles[i])), targets));
+      opt->step();
+      return;
+    }
     const Tensor b = bag(bags[i]);
     const Tensor e = w.tied ? emb(singles[i]) : u;
     backward(mean(square(sum(mul(e, b), 1))));
@@ -241,7 +252,10 @@ std::map<std::string, double> run_torch(const std::string& python, const std::st
   return out;
 }
 
-double lookups(const Workload& w, const Size& s) { return static_cast<double>(s.b * s.l + (w.tied ? s.b : 0)); }
+double lookups(const Workload& w, const Size& s) {
+  if (w.size == 'L') return static_cast<double>(s.b);
+  return static_cast<double>(s.b * s.l + (w.tied ? s.b : 0));
+}
 
 }  // namespace
 

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-FULL = {"A": (1000, 32, 64, 8), "B": (100000, 64, 1024, 20), "C": (2000000, 64, 4096, 40)}
-SMOKE = {"A": (100, 8, 4, 3), "B": (1000, 16, 32, 5), "C": (5000, 16, 64, 6)}
+FULL = {"A": (1000, 32, 64, 8), "B": (100000, 64, 1024, 20), "C": (2000000, 64, 4096, 40), "LM": (10000, 128, 512, 1)}
+SMOKE = {"A": (100, 8, 4, 3), "B": (1000, 16, 32, 5), "C": (5000, 16, 64, 6), "LM": (200, 16, 32, 1)}
 
 
 def parse(name):
@@ -22,7 +22,7 @@ def parse(name):
     size, what = name.split("/")
     if what.startswith("fwd-"):
         return size, True, what[4:], False, False, None
-    if size == "A":
+    if size in ("A", "LM"):
         return size, False, "mean", True, False, "adam"
     tied = what.endswith("-tied")
     opt = {"sgd": "sgd", "sparseadam": "sparse_adam", "adam": "adam"}[what.split("-")[0]]
@@ -50,6 +50,14 @@ def run(name, smoke, max_steps, min_seconds):
 
     def step(k):
         singles, bags = batches[k % 4]
+        if size == "LM":
+            # The tied language-model step: lookup, output projection through the same weight
+            # (F.linear(h, emb.weight), as a head whose weight is emb.weight), cross-entropy, Adam.
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(emb(singles), weight), bags[:, 0])
+            loss.backward()
+            opt.step()
+            return
         if forward_only:
             with torch.no_grad():
                 bag(bags)
