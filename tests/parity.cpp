@@ -106,4 +106,14 @@ std::string compare(const Case& c, const std::string& what, const hitch::Tensor&
   return {};
 }
 
+hitch::Tensor fresh_leaf(const hitch::Tensor& values) {
+  hitch::Tensor t = values.clone();
+  t.requires_grad_(true);
+  return t;
+}
+
+hitch::Tensor grad_or_zeros(const hitch::Tensor& t) {
+  return t.grad().defined() ? t.grad() : hitch::Tensor::zeros(t.shape());
+}
+
 }  // namespace parity

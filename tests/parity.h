@@ -1,5 +1,6 @@
 // tests/parity.h: reader for the PyTorch reference cases in tests/fixtures/parity (format in
-// tests/fixtures/parity/FORMAT.md) and the tolerance check they use.
+// tests/fixtures/parity/FORMAT.md), the tolerance check they use, and the two helpers every
+// parity test needs around backward (a fresh leaf per input, a missing gradient as zeros).
 #pragma once
 
 #include <map>
@@ -33,5 +34,11 @@ std::vector<Case> load_kind(const std::string& kind);
 // naming the case, the tensor, the first bad element and both values.
 std::string compare(const Case& c, const std::string& what, const hitch::Tensor& got, const hitch::Tensor& want,
                     double atol = 1e-4, double rtol = 1e-4);
+
+// A copy of a case's input that requires grad, so each case differentiates its own leaf.
+hitch::Tensor fresh_leaf(const hitch::Tensor& values);
+
+// t's gradient, or zeros of t's shape when backward sent it none (an empty output).
+hitch::Tensor grad_or_zeros(const hitch::Tensor& t);
 
 }  // namespace parity

@@ -3,7 +3,6 @@
 // leading dims, Sequential, Dropout, LayerNorm, GELU and train/eval.
 // init, requires_grad_ and state dicts are in test_nn_init_state.cpp.
 #include <cmath>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,57 +11,14 @@
 #include "core/gradcheck.h"
 #include "core/tape.h"
 #include "nn/nn.h"
+#include "op_table.h"
 #include "ops/ops.h"
 #include "state_snapshot.h"
 
 using namespace hitch;
+using namespace op_test;
 
 namespace {
-
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-
-struct OpCase {
-  std::string name;
-  std::vector<std::vector<Shape>> checks;  // one gradcheck per entry: the inputs' shapes
-  Fn f;
-};
-
-// Values with |x| in [0.5, 1.5) and random signs, requiring grad (as tests/test_ops.cpp).
-Tensor draw(const Shape& shape, Generator& gen) {
-  Tensor t = Tensor::uniform(shape, 0.0f, 1.0f, gen);
-  float* v = t.data();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    const float magnitude = 0.5f + v[i];
-    v[i] = gen.uniform() < 0.5 ? -magnitude : magnitude;
-  }
-  t.requires_grad_();
-  return t;
-}
-
-int run_table(const std::vector<OpCase>& table) {
-  Generator gen(42);
-  int runs = 0;
-  for (const auto& c : table) {
-    for (const auto& shapes : c.checks) {
-      Inputs inputs;
-      std::string label = c.name;
-      for (const Shape& s : shapes) inputs.push_back(draw(s, gen)), label += fmt::format(" {}", shape_str(s));
-      const GradcheckResult r = gradcheck(label, c.f, inputs);
-      CHECK_MESSAGE(r.ok, r.message);
-      CHECK_MESSAGE(r.checked > 0, label);
-      ++runs;
-    }
-  }
-  return runs;
-}
-
-#define CHECK_REJECTS(expr, msg)                        \
-  do {                                                  \
-    const std::size_t tape_before = hitch::tape_size(); \
-    CHECK_THROWS_WITH_AS(expr, msg, hitch::Error);      \
-    CHECK(hitch::tape_size() == tape_before);           \
-  } while (0)
 
 void check_close(const Tensor& got, const std::vector<double>& want, double tol = 1e-5) {
   REQUIRE(static_cast<std::size_t>(got.numel()) == want.size());
@@ -105,7 +61,7 @@ TEST_CASE("nn blocks: gradcheck table of dropout, layer_norm and gelu") {
     table.push_back({fmt::format("gelu {}", approx), {{{6}}, {{2, 3}}, {{2, 1, 3}}}, [approx](const Inputs& in) {
                        return gelu(in[0], approx);
                      }});
-  CHECK(run_table(table) == 13 + 3 * 7 + 6);
+  CHECK(run_table(table, 42) == 13 + 3 * 7 + 6);
 }
 
 TEST_CASE("nn blocks: dropout draws one uniform per element and scales the kept ones by 1/(1-p)") {

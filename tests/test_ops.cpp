@@ -2,7 +2,6 @@
 // forward values, the diamond graph, a deliberately wrong backward that gradcheck must catch,
 // and every user error with its exact message and an untouched tape.
 #include <cmath>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,33 +9,13 @@
 
 #include "core/gradcheck.h"
 #include "core/tape.h"
+#include "op_table.h"
 #include "ops/ops.h"
 
 using namespace hitch;
+using namespace op_test;
 
 namespace {
-
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-
-// How a case's inputs are drawn. Signed keeps |x| in [0.5, 1.5], away from relu's kink and from
-// zero divisors; Positive is [0.5, 1.5] for log, sqrt and fractional powers; Target is [0, 1]
-// and does not require grad (bce's target).
-enum class Domain { Signed, Positive, Target };
-
-struct OpCase {
-  std::string name;
-  std::vector<std::vector<Shape>> checks;  // one gradcheck per entry: the inputs' shapes
-  Fn f;
-  std::vector<Domain> domains = {};  // per input; Signed when absent
-};
-
-// Single-input checks, one per shape.
-std::vector<std::vector<Shape>> each(std::initializer_list<Shape> shapes) {
-  std::vector<std::vector<Shape>> out;
-  for (const auto& s : shapes) out.push_back({s});
-  return out;
-}
 
 // Every accepted broadcasting form, in both argument orders.
 std::vector<std::vector<Shape>> broadcast_pairs() {
@@ -62,13 +41,6 @@ std::vector<std::vector<Shape>> broadcast_pairs() {
     if (a != b) out.push_back({b, a});
   }
   return out;
-}
-
-// Targets b % C for logits [B,C].
-IndexTensor targets_for(const Tensor& logits) {
-  std::vector<std::int64_t> t;
-  for (std::int64_t b = 0; b < logits.size(0); ++b) t.push_back((3 * b + 1) % logits.size(1));
-  return IndexTensor({logits.size(0)}, t);
 }
 
 std::vector<OpCase> op_table() {
@@ -142,68 +114,10 @@ std::vector<OpCase> op_table() {
   };
 }
 
-Tensor draw(const Shape& shape, Domain domain, Generator& gen) {
-  Tensor t = Tensor::uniform(shape, 0.0f, 1.0f, gen);
-  float* v = t.data();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    if (domain == Domain::Target) continue;
-    const float magnitude = 0.5f + v[i];  // [0.5, 1.5)
-    v[i] = domain == Domain::Signed && gen.uniform() < 0.5 ? -magnitude : magnitude;
-  }
-  if (domain != Domain::Target) t.requires_grad_();
-  return t;
-}
-
-// Runs every check of every case; returns the number of gradchecks run.
-int run_table(const std::vector<OpCase>& table) {
-  Generator gen(42);
-  int runs = 0;
-  for (const auto& c : table) {
-    for (const auto& shapes : c.checks) {
-      Inputs inputs;
-      std::vector<std::string> shape_names;
-      for (std::size_t i = 0; i < shapes.size(); ++i) {
-        const Domain d = i < c.domains.size() ? c.domains[i] : Domain::Signed;
-        inputs.push_back(draw(shapes[i], d, gen));
-        shape_names.push_back(shape_str(shapes[i]));
-      }
-      const std::string label = fmt::format("{} {}", c.name, fmt::join(shape_names, " . "));
-      const GradcheckResult r = gradcheck(label, c.f, inputs);
-      CHECK_MESSAGE(r.ok, r.message);
-      CHECK_MESSAGE(r.checked > 0, label);
-      ++runs;
-    }
-  }
-  return runs;
-}
-
-// tape_size() before and after a call that must throw: a rejected call records nothing.
-#define CHECK_REJECTS(expr, msg)                           \
-  do {                                                     \
-    const std::size_t tape_before = hitch::tape_size();    \
-    CHECK_THROWS_WITH_AS(expr, msg, hitch::Error);         \
-    CHECK(hitch::tape_size() == tape_before);              \
-  } while (0)
-
-void check_values(const Tensor& t, const Shape& shape, const std::vector<float>& want, float tol = 1e-6f) {
-  REQUIRE(t.shape() == shape);
-  const auto got = t.to_vector();
-  REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < want.size(); ++i)
-    CHECK_MESSAGE(std::abs(got[i] - want[i]) <= tol * (1.0f + std::abs(want[i])),
-                  fmt::format("element {}: got {}, want {}", i, got[i], want[i]));
-}
-
-Tensor leaf(Shape shape, std::vector<float> values) {
-  Tensor t(std::move(shape), std::move(values));
-  t.requires_grad_();
-  return t;
-}
-
 }  // namespace
 
 TEST_CASE("ops: gradcheck table over every op") {
-  const int runs = run_table(op_table());
+  const int runs = run_table(op_table(), 42);
   CHECK(runs > 100);
 }
 

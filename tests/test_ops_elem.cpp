@@ -4,7 +4,6 @@
 // for max / min), and every user error with its exact message and an untouched tape.
 // Two-sided broadcasting of add / sub / mul / div is in tests/test_ops.cpp's table.
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -13,31 +12,13 @@
 
 #include "core/gradcheck.h"
 #include "core/tape.h"
+#include "op_table.h"
 #include "ops/ops.h"
 
 using namespace hitch;
+using namespace op_test;
 
 namespace {
-
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-
-// Signed: |x| in [0.5, 1.5), random sign (away from abs's kink at 0); Mask: 0 or 1, no grad
-// (where's condition, masked_fill's mask).
-enum class Domain { Signed, Mask };
-
-struct OpCase {
-  std::string name;
-  std::vector<std::vector<Shape>> checks;  // one gradcheck per entry: the inputs' shapes
-  Fn f;
-  std::vector<Domain> domains = {};  // per input; Signed when absent
-};
-
-std::vector<std::vector<Shape>> each(std::initializer_list<Shape> shapes) {
-  std::vector<std::vector<Shape>> out;
-  for (const auto& s : shapes) out.push_back({s});
-  return out;
-}
 
 std::vector<OpCase> op_table() {
   const auto shapes = each({{3}, {2, 3}, {4, 1, 3}});
@@ -82,72 +63,9 @@ std::vector<OpCase> op_table() {
   };
 }
 
-Tensor draw(const Shape& shape, Domain domain, Generator& gen) {
-  Tensor t = Tensor::uniform(shape, 0.0f, 1.0f, gen);
-  float* v = t.data();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    if (domain == Domain::Mask) {
-      v[i] = v[i] < 0.5f ? 0.0f : 1.0f;
-      continue;
-    }
-    const float magnitude = 0.5f + v[i];  // [0.5, 1.5)
-    v[i] = gen.uniform() < 0.5 ? -magnitude : magnitude;
-  }
-  if (domain != Domain::Mask) t.requires_grad_();
-  return t;
-}
-
-int run_table(const std::vector<OpCase>& table) {
-  Generator gen(13);
-  int runs = 0;
-  for (const auto& c : table) {
-    for (const auto& shapes : c.checks) {
-      Inputs inputs;
-      std::vector<std::string> shape_names;
-      for (std::size_t i = 0; i < shapes.size(); ++i) {
-        const Domain d = i < c.domains.size() ? c.domains[i] : Domain::Signed;
-        inputs.push_back(draw(shapes[i], d, gen));
-        shape_names.push_back(shape_str(shapes[i]));
-      }
-      const std::string label = fmt::format("{} {}", c.name, fmt::join(shape_names, " . "));
-      const GradcheckResult r = gradcheck(label, c.f, inputs);
-      CHECK_MESSAGE(r.ok, r.message);
-      CHECK_MESSAGE(r.checked > 0, label);
-      ++runs;
-    }
-  }
-  return runs;
-}
-
-#define CHECK_REJECTS(expr, msg)                        \
-  do {                                                  \
-    const std::size_t tape_before = hitch::tape_size(); \
-    CHECK_THROWS_WITH_AS(expr, msg, hitch::Error);      \
-    CHECK(hitch::tape_size() == tape_before);           \
-  } while (0)
-
-// Equal within tol (relative); NaN matches NaN, infinities match exactly.
-void check_values(const Tensor& t, const Shape& shape, const std::vector<float>& want, float tol = 1e-6f) {
-  REQUIRE(t.shape() == shape);
-  const auto got = t.to_vector();
-  REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const bool ok = std::isnan(want[i])   ? std::isnan(got[i])
-                    : std::isinf(want[i]) ? got[i] == want[i]
-                                          : std::abs(got[i] - want[i]) <= tol * (1.0f + std::abs(want[i]));
-    CHECK_MESSAGE(ok, fmt::format("element {}: got {}, want {}", i, got[i], want[i]));
-  }
-}
-
 void check_indices(const IndexTensor& t, const Shape& shape, const std::vector<std::int64_t>& want) {
   CHECK(t.shape() == shape);
   CHECK(std::vector<std::int64_t>(t.values().begin(), t.values().end()) == want);
-}
-
-Tensor leaf(Shape shape, std::vector<float> values) {
-  Tensor t(std::move(shape), std::move(values));
-  t.requires_grad_();
-  return t;
 }
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -156,7 +74,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 }  // namespace
 
 TEST_CASE("ops elem: gradcheck table over abs, clamp, where, masked_fill, max, min, logsumexp, batched matmul") {
-  const int runs = run_table(op_table());
+  const int runs = run_table(op_table(), 13);
   CHECK(runs >= 50);
 }
 

@@ -6,7 +6,6 @@
 // tests/test_parity_loss.cpp.
 #include <bit>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -15,35 +14,14 @@
 
 #include "core/gradcheck.h"
 #include "core/tape.h"
+#include "op_table.h"
 #include "ops/exp_kernel.h"
 #include "ops/ops.h"
 
 using namespace hitch;
+using namespace op_test;
 
 namespace {
-
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-
-struct OpCase {
-  std::string name;
-  std::vector<std::vector<Shape>> checks;  // one gradcheck per entry: the inputs' shapes
-  Fn f;
-};
-
-std::vector<std::vector<Shape>> each(std::initializer_list<Shape> shapes) {
-  std::vector<std::vector<Shape>> out;
-  for (const auto& s : shapes) out.push_back({s});
-  return out;
-}
-
-// Targets (3b + 1) % C for logits [B,C]; with ignore, position 1 (if any) is ignore_index.
-IndexTensor targets_for(const Tensor& logits, bool ignore = false, std::int64_t ignore_index = -100) {
-  std::vector<std::int64_t> t;
-  for (std::int64_t b = 0; b < logits.size(0); ++b) t.push_back((3 * b + 1) % logits.size(1));
-  if (ignore && t.size() > 1) t[1] = ignore_index;
-  return IndexTensor({logits.size(0)}, t);
-}
 
 // Class weights [C], distinct and not 1, never requiring grad.
 Tensor weights_for(const Tensor& logits) {
@@ -54,39 +32,6 @@ Tensor weights_for(const Tensor& logits) {
 
 const char* reduction_name(Reduction r) {
   return r == Reduction::None ? "none" : r == Reduction::Mean ? "mean" : "sum";
-}
-
-// |x| in [0.5, 1.5), random sign, requires grad (as tests/test_ops.cpp draws Signed inputs).
-Tensor draw(const Shape& shape, Generator& gen) {
-  Tensor t = Tensor::uniform(shape, 0.0f, 1.0f, gen);
-  float* v = t.data();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    const float magnitude = 0.5f + v[i];
-    v[i] = gen.uniform() < 0.5 ? -magnitude : magnitude;
-  }
-  t.requires_grad_();
-  return t;
-}
-
-int run_table(const std::vector<OpCase>& table) {
-  Generator gen(42);
-  int runs = 0;
-  for (const auto& c : table) {
-    for (const auto& shapes : c.checks) {
-      Inputs inputs;
-      std::vector<std::string> shape_names;
-      for (const auto& s : shapes) {
-        inputs.push_back(draw(s, gen));
-        shape_names.push_back(shape_str(s));
-      }
-      const std::string label = fmt::format("{} {}", c.name, fmt::join(shape_names, " . "));
-      const GradcheckResult r = gradcheck(label, c.f, inputs);
-      CHECK_MESSAGE(r.ok, r.message);
-      CHECK_MESSAGE(r.checked > 0, label);
-      ++runs;
-    }
-  }
-  return runs;
 }
 
 std::vector<OpCase> loss_table() {
@@ -141,28 +86,6 @@ std::vector<OpCase> loss_table() {
   return t;
 }
 
-#define CHECK_REJECTS(expr, msg)                           \
-  do {                                                     \
-    const std::size_t tape_before = hitch::tape_size();    \
-    CHECK_THROWS_WITH_AS(expr, msg, hitch::Error);         \
-    CHECK(hitch::tape_size() == tape_before);              \
-  } while (0)
-
-void check_values(const Tensor& t, const Shape& shape, const std::vector<float>& want, float tol = 1e-6f) {
-  REQUIRE(t.shape() == shape);
-  const auto got = t.to_vector();
-  REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < want.size(); ++i)
-    CHECK_MESSAGE(std::abs(got[i] - want[i]) <= tol * (1.0f + std::abs(want[i])),
-                  fmt::format("element {}: got {}, want {}", i, got[i], want[i]));
-}
-
-Tensor leaf(Shape shape, std::vector<float> values) {
-  Tensor t(std::move(shape), std::move(values));
-  t.requires_grad_();
-  return t;
-}
-
 bool bitwise_equal(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && a.to_vector() == b.to_vector();
 }
@@ -170,7 +93,7 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 TEST_CASE("loss ops: gradcheck table (every op, every option combination)") {
-  const int runs = run_table(loss_table());
+  const int runs = run_table(loss_table(), 42);
   // 13 fixed entries with 33 checks; 54 cross_entropy (2 weight x 3 reduction x 3 ignore x 3
   // smoothing) and 18 nll_loss combinations, each over 3 shapes.
   CHECK(runs == 33 + (54 + 18) * 3);

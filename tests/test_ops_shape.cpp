@@ -4,7 +4,6 @@
 // (duplicates in indices add up), and every user error with its exact message and an untouched
 // tape. PyTorch parity is in tests/test_parity_shape.cpp.
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -13,61 +12,13 @@
 
 #include "core/gradcheck.h"
 #include "core/tape.h"
+#include "op_table.h"
 #include "ops/ops.h"
 
 using namespace hitch;
+using namespace op_test;
 
 namespace {
-
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-
-struct OpCase {
-  std::string name;
-  std::vector<std::vector<Shape>> checks;  // one gradcheck per entry: the inputs' shapes
-  Fn f;
-};
-
-// Single-input checks, one per shape.
-std::vector<std::vector<Shape>> each(std::initializer_list<Shape> shapes) {
-  std::vector<std::vector<Shape>> out;
-  for (const auto& s : shapes) out.push_back({s});
-  return out;
-}
-
-// Values with |x| in [0.5, 1.5], random signs (as tests/test_ops.cpp's Signed domain).
-Tensor draw(const Shape& shape, Generator& gen) {
-  Tensor t = Tensor::uniform(shape, 0.0f, 1.0f, gen);
-  float* v = t.data();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    const float magnitude = 0.5f + v[i];
-    v[i] = gen.uniform() < 0.5 ? -magnitude : magnitude;
-  }
-  t.requires_grad_();
-  return t;
-}
-
-// Runs every check of every case; returns the number of gradchecks run.
-int run_table(const std::vector<OpCase>& table) {
-  Generator gen(42);
-  int runs = 0;
-  for (const auto& c : table) {
-    for (const auto& shapes : c.checks) {
-      Inputs inputs;
-      std::vector<std::string> shape_names;
-      for (const auto& s : shapes) {
-        inputs.push_back(draw(s, gen));
-        shape_names.push_back(shape_str(s));
-      }
-      const std::string label = fmt::format("{} {}", c.name, fmt::join(shape_names, " . "));
-      const GradcheckResult r = gradcheck(label, c.f, inputs);
-      CHECK_MESSAGE(r.ok, r.message);
-      CHECK_MESSAGE(r.checked > 0, label);
-      ++runs;
-    }
-  }
-  return runs;
-}
 
 Tensor cat_span(const Inputs& x, std::int64_t dim) { return cat(std::span<const Tensor>(x), dim); }
 Tensor stack_span(const Inputs& x, std::int64_t dim) { return stack(std::span<const Tensor>(x), dim); }
@@ -141,26 +92,9 @@ std::vector<OpCase> shape_table() {
   };
 }
 
-// tape_size() before and after a call that must throw: a rejected call records nothing.
-#define CHECK_REJECTS(expr, msg)                        \
-  do {                                                  \
-    const std::size_t tape_before = hitch::tape_size(); \
-    CHECK_THROWS_WITH_AS(expr, msg, hitch::Error);      \
-    CHECK(hitch::tape_size() == tape_before);           \
-  } while (0)
-
-void check_values(const Tensor& t, const Shape& shape, const std::vector<float>& want) {
-  REQUIRE(t.shape() == shape);
-  const auto got = t.to_vector();
-  REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < want.size(); ++i)
-    CHECK_MESSAGE(got[i] == want[i], fmt::format("element {}: got {}, want {}", i, got[i], want[i]));
-}
-
-Tensor leaf(Shape shape, std::vector<float> values) {
-  Tensor t(std::move(shape), std::move(values));
-  t.requires_grad_();
-  return t;
+// Equal values, no tolerance: shape ops only move floats.
+void check_exact(const Tensor& t, const Shape& shape, const std::vector<float>& want) {
+  check_values(t, shape, want, 0.0f);
 }
 
 // 0, 1, 2, ... as a leaf of the given shape.
@@ -173,24 +107,24 @@ Tensor iota(Shape shape) {
 }  // namespace
 
 TEST_CASE("ops shape: gradcheck table over every shape and indexing op") {
-  const int runs = run_table(shape_table());
+  const int runs = run_table(shape_table(), 42);
   CHECK(runs >= 70);
 }
 
 TEST_CASE("ops shape: cat and stack forward values and split gradients") {
   const Tensor a = iota({2, 2});                      // [[0,1],[2,3]]
   const Tensor b = leaf({2, 1}, {10, 20});
-  check_values(cat({a, b}, 1), {2, 3}, {0, 1, 10, 2, 3, 20});
-  check_values(cat({a, b}, -1), {2, 3}, {0, 1, 10, 2, 3, 20});
-  check_values(cat({a, transpose(b)}, 0), {3, 2}, {0, 1, 2, 3, 10, 20});
-  check_values(cat({a, Tensor::zeros({2, 0})}, 1), {2, 2}, {0, 1, 2, 3});
-  check_values(cat({Tensor::zeros({0, 2}), Tensor::zeros({0, 2})}, 0), {0, 2}, {});
-  check_values(stack({a, a * 2.0f}, 0), {2, 2, 2}, {0, 1, 2, 3, 0, 2, 4, 6});
-  check_values(stack({a, a * 2.0f}, 1), {2, 2, 2}, {0, 1, 0, 2, 2, 3, 4, 6});
-  check_values(stack({a, a * 2.0f}, -1), {2, 2, 2}, {0, 0, 1, 2, 2, 4, 3, 6});
-  check_values(stack({Tensor::scalar(1), Tensor::scalar(2)}), {2}, {1, 2});
+  check_exact(cat({a, b}, 1), {2, 3}, {0, 1, 10, 2, 3, 20});
+  check_exact(cat({a, b}, -1), {2, 3}, {0, 1, 10, 2, 3, 20});
+  check_exact(cat({a, transpose(b)}, 0), {3, 2}, {0, 1, 2, 3, 10, 20});
+  check_exact(cat({a, Tensor::zeros({2, 0})}, 1), {2, 2}, {0, 1, 2, 3});
+  check_exact(cat({Tensor::zeros({0, 2}), Tensor::zeros({0, 2})}, 0), {0, 2}, {});
+  check_exact(stack({a, a * 2.0f}, 0), {2, 2, 2}, {0, 1, 2, 3, 0, 2, 4, 6});
+  check_exact(stack({a, a * 2.0f}, 1), {2, 2, 2}, {0, 1, 0, 2, 2, 3, 4, 6});
+  check_exact(stack({a, a * 2.0f}, -1), {2, 2, 2}, {0, 0, 1, 2, 2, 4, 3, 6});
+  check_exact(stack({Tensor::scalar(1), Tensor::scalar(2)}), {2}, {1, 2});
   const std::vector<Tensor> three = {Tensor({1}, {1}), Tensor({2}, {2, 3}), Tensor({1}, {4})};
-  check_values(cat(three), {4}, {1, 2, 3, 4});
+  check_exact(cat(three), {4}, {1, 2, 3, 4});
 
   // cat of one tensor is a copy: a new tensor, writing into it leaves a alone.
   Tensor copy = cat({a});
@@ -202,95 +136,95 @@ TEST_CASE("ops shape: cat and stack forward values and split gradients") {
   Tensor x = leaf({2}, {1, 2});
   Tensor y = leaf({1}, {3});
   backward(cat({x, y, x}), Tensor({5}, {1, 2, 3, 4, 5}));
-  check_values(x.grad(), {2}, {1 + 4, 2 + 5});
-  check_values(y.grad(), {1}, {3});
+  check_exact(x.grad(), {2}, {1 + 4, 2 + 5});
+  check_exact(y.grad(), {1}, {3});
   Tensor p = leaf({2}, {1, 2});
   backward(stack({p, p, p}, 1), Tensor({2, 3}, {1, 2, 3, 4, 5, 6}));
-  check_values(p.grad(), {2}, {6, 15});
+  check_exact(p.grad(), {2}, {6, 15});
 }
 
 TEST_CASE("ops shape: index_select and gather forward values; duplicates add up in backward") {
   const Tensor a = iota({2, 3});  // [[0,1,2],[3,4,5]]
-  check_values(index_select(a, 0, IndexTensor{1, 1, 0}), {3, 3}, {3, 4, 5, 3, 4, 5, 0, 1, 2});
-  check_values(index_select(a, 1, IndexTensor{2, 0}), {2, 2}, {2, 0, 5, 3});
-  check_values(index_select(a, -1, IndexTensor({0}, {})), {2, 0}, {});
+  check_exact(index_select(a, 0, IndexTensor{1, 1, 0}), {3, 3}, {3, 4, 5, 3, 4, 5, 0, 1, 2});
+  check_exact(index_select(a, 1, IndexTensor{2, 0}), {2, 2}, {2, 0, 5, 3});
+  check_exact(index_select(a, -1, IndexTensor({0}, {})), {2, 0}, {});
   const Tensor c = iota({2, 3, 2});
-  check_values(index_select(c, 1, IndexTensor{2, 0}), {2, 2, 2}, {4, 5, 0, 1, 10, 11, 6, 7});
+  check_exact(index_select(c, 1, IndexTensor{2, 0}), {2, 2, 2}, {4, 5, 0, 1, 10, 11, 6, 7});
 
   // gather: out[i][j] = a[i][index[i][j]] (dim 1), = a[index[i][j]][j] (dim 0).
-  check_values(gather(a, 1, IndexTensor({2, 2}, {2, 2, 0, 1})), {2, 2}, {2, 2, 3, 4});
-  check_values(gather(a, 0, IndexTensor({1, 3}, {1, 0, 1})), {1, 3}, {3, 1, 5});
-  check_values(gather(a, 0, IndexTensor({3, 2}, {1, 0, 0, 1, 1, 1})), {3, 2}, {3, 1, 0, 4, 3, 4});
-  check_values(gather(c, 2, IndexTensor({1, 2, 1}, {1, 0})), {1, 2, 1}, {1, 2});
-  check_values(gather(a, 1, IndexTensor({0, 3}, {})), {0, 3}, {});
+  check_exact(gather(a, 1, IndexTensor({2, 2}, {2, 2, 0, 1})), {2, 2}, {2, 2, 3, 4});
+  check_exact(gather(a, 0, IndexTensor({1, 3}, {1, 0, 1})), {1, 3}, {3, 1, 5});
+  check_exact(gather(a, 0, IndexTensor({3, 2}, {1, 0, 0, 1, 1, 1})), {3, 2}, {3, 1, 0, 4, 3, 4});
+  check_exact(gather(c, 2, IndexTensor({1, 2, 1}, {1, 0})), {1, 2, 1}, {1, 2});
+  check_exact(gather(a, 1, IndexTensor({0, 3}, {})), {0, 3}, {});
 
   Tensor x = leaf({3, 2}, {1, 2, 3, 4, 5, 6});
   backward(index_select(x, 0, IndexTensor{2, 0, 2, 2}), Tensor({4, 2}, {1, 10, 2, 20, 3, 30, 4, 40}));
-  check_values(x.grad(), {3, 2}, {2, 20, 0, 0, 1 + 3 + 4, 10 + 30 + 40});
+  check_exact(x.grad(), {3, 2}, {2, 20, 0, 0, 1 + 3 + 4, 10 + 30 + 40});
   Tensor y = leaf({2, 3}, {1, 2, 3, 4, 5, 6});
   backward(gather(y, 1, IndexTensor({2, 3}, {0, 0, 2, 1, 1, 1})), Tensor({2, 3}, {1, 2, 3, 4, 5, 6}));
-  check_values(y.grad(), {2, 3}, {1 + 2, 0, 3, 0, 4 + 5 + 6, 0});
+  check_exact(y.grad(), {2, 3}, {1 + 2, 0, 3, 0, 4 + 5 + 6, 0});
 }
 
 TEST_CASE("ops shape: narrow, slice and select forward values and gradients") {
   const Tensor a = iota({2, 5});  // [[0..4],[5..9]]
-  check_values(narrow(a, 1, 1, 3), {2, 3}, {1, 2, 3, 6, 7, 8});
-  check_values(narrow(a, -1, -2, 2), {2, 2}, {3, 4, 8, 9});
-  check_values(narrow(a, 0, 2, 0), {0, 5}, {});  // start == size with length 0 is allowed
-  check_values(narrow(a, 1, -5, 1), {2, 1}, {0, 5});
-  check_values(slice(a, 1, 0, 5, 2), {2, 3}, {0, 2, 4, 5, 7, 9});
-  check_values(slice(a, 1, 1, 5, 3), {2, 2}, {1, 4, 6, 9});
-  check_values(slice(a, 1, -2, 100), {2, 2}, {3, 4, 8, 9});
-  check_values(slice(a, -1, -100, -3), {2, 2}, {0, 1, 5, 6});
-  check_values(slice(a, 1, 4, 2), {2, 0}, {});  // end before start: empty
-  check_values(slice(a, 0, 1, 2), {1, 5}, {5, 6, 7, 8, 9});
+  check_exact(narrow(a, 1, 1, 3), {2, 3}, {1, 2, 3, 6, 7, 8});
+  check_exact(narrow(a, -1, -2, 2), {2, 2}, {3, 4, 8, 9});
+  check_exact(narrow(a, 0, 2, 0), {0, 5}, {});  // start == size with length 0 is allowed
+  check_exact(narrow(a, 1, -5, 1), {2, 1}, {0, 5});
+  check_exact(slice(a, 1, 0, 5, 2), {2, 3}, {0, 2, 4, 5, 7, 9});
+  check_exact(slice(a, 1, 1, 5, 3), {2, 2}, {1, 4, 6, 9});
+  check_exact(slice(a, 1, -2, 100), {2, 2}, {3, 4, 8, 9});
+  check_exact(slice(a, -1, -100, -3), {2, 2}, {0, 1, 5, 6});
+  check_exact(slice(a, 1, 4, 2), {2, 0}, {});  // end before start: empty
+  check_exact(slice(a, 0, 1, 2), {1, 5}, {5, 6, 7, 8, 9});
   const std::int64_t big = std::numeric_limits<std::int64_t>::max(), small = std::numeric_limits<std::int64_t>::min();
-  check_values(slice(a, 1, small, big, big), {2, 1}, {0, 5});  // no overflow at the int64 limits
-  check_values(slice(a, 1, 3, big, 1), {2, 2}, {3, 4, 8, 9});
-  check_values(select(a, 0, 1), {5}, {5, 6, 7, 8, 9});
-  check_values(select(a, 1, -1), {2}, {4, 9});
-  check_values(select(Tensor({1}, {7}), 0, 0), {}, {7});
+  check_exact(slice(a, 1, small, big, big), {2, 1}, {0, 5});  // no overflow at the int64 limits
+  check_exact(slice(a, 1, 3, big, 1), {2, 2}, {3, 4, 8, 9});
+  check_exact(select(a, 0, 1), {5}, {5, 6, 7, 8, 9});
+  check_exact(select(a, 1, -1), {2}, {4, 9});
+  check_exact(select(Tensor({1}, {7}), 0, 0), {}, {7});
 
   Tensor x = iota({2, 5});
   backward(sum(slice(x, 1, 1, 5, 2)) + sum(narrow(x, 0, 1, 1)) + sum(select(x, 1, 1)));
-  check_values(x.grad(), {2, 5}, {0, 2, 0, 1, 0, 1, 3, 1, 2, 1});
+  check_exact(x.grad(), {2, 5}, {0, 2, 0, 1, 0, 1, 3, 1, 2, 1});
 }
 
 TEST_CASE("ops shape: unsqueeze, squeeze and expand forward values and gradients") {
   const Tensor a = iota({2, 3});
-  check_values(unsqueeze(a, 0), {1, 2, 3}, a.to_vector());
-  check_values(unsqueeze(a, 2), {2, 3, 1}, a.to_vector());
-  check_values(unsqueeze(a, -1), {2, 3, 1}, a.to_vector());
-  check_values(unsqueeze(a, -3), {1, 2, 3}, a.to_vector());
-  check_values(unsqueeze(Tensor::scalar(4), 0), {1}, {4});
+  check_exact(unsqueeze(a, 0), {1, 2, 3}, a.to_vector());
+  check_exact(unsqueeze(a, 2), {2, 3, 1}, a.to_vector());
+  check_exact(unsqueeze(a, -1), {2, 3, 1}, a.to_vector());
+  check_exact(unsqueeze(a, -3), {1, 2, 3}, a.to_vector());
+  check_exact(unsqueeze(Tensor::scalar(4), 0), {1}, {4});
   const Tensor b = iota({1, 2, 1, 1});
-  check_values(squeeze(b), {2}, {0, 1});
-  check_values(squeeze(b, 0), {2, 1, 1}, {0, 1});
-  check_values(squeeze(b, 1), {1, 2, 1, 1}, {0, 1});  // size 2: unchanged, as torch
-  check_values(squeeze(b, -1), {1, 2, 1}, {0, 1});
-  check_values(squeeze(Tensor({1, 1}, {5})), {}, {5});
-  check_values(squeeze(Tensor::scalar(3), 0), {}, {3});
-  check_values(squeeze(Tensor::scalar(3), -1), {}, {3});
+  check_exact(squeeze(b), {2}, {0, 1});
+  check_exact(squeeze(b, 0), {2, 1, 1}, {0, 1});
+  check_exact(squeeze(b, 1), {1, 2, 1, 1}, {0, 1});  // size 2: unchanged, as torch
+  check_exact(squeeze(b, -1), {1, 2, 1}, {0, 1});
+  check_exact(squeeze(Tensor({1, 1}, {5})), {}, {5});
+  check_exact(squeeze(Tensor::scalar(3), 0), {}, {3});
+  check_exact(squeeze(Tensor::scalar(3), -1), {}, {3});
 
   const Tensor r = iota({3});
-  check_values(expand(r, {2, 3}), {2, 3}, {0, 1, 2, 0, 1, 2});
-  check_values(expand(iota({2, 1}), {2, 3}), {2, 3}, {0, 0, 0, 1, 1, 1});
-  check_values(expand(iota({2, 1}), {2, -1, 2}), {2, 2, 2}, {0, 0, 1, 1, 0, 0, 1, 1});
-  check_values(expand(Tensor::scalar(7), {2}), {2}, {7, 7});
-  check_values(expand(Tensor::scalar(7), {}), {}, {7});
-  check_values(expand(iota({1, 3}), {0, 3}), {0, 3}, {});
-  check_values(expand(r, {-1}), {3}, {0, 1, 2});
+  check_exact(expand(r, {2, 3}), {2, 3}, {0, 1, 2, 0, 1, 2});
+  check_exact(expand(iota({2, 1}), {2, 3}), {2, 3}, {0, 0, 0, 1, 1, 1});
+  check_exact(expand(iota({2, 1}), {2, -1, 2}), {2, 2, 2}, {0, 0, 1, 1, 0, 0, 1, 1});
+  check_exact(expand(Tensor::scalar(7), {2}), {2}, {7, 7});
+  check_exact(expand(Tensor::scalar(7), {}), {}, {7});
+  check_exact(expand(iota({1, 3}), {0, 3}), {0, 3}, {});
+  check_exact(expand(r, {-1}), {3}, {0, 1, 2});
 
   // Backward sums over every stretched dim: [2,1] -> [3,2,4] puts 12 copies of each value.
   Tensor x = leaf({2, 1}, {1, 2});
   backward(sum(expand(x, {3, 2, 4})));
-  check_values(x.grad(), {2, 1}, {12, 12});
+  check_exact(x.grad(), {2, 1}, {12, 12});
   Tensor y = leaf({3}, {1, 2, 3});
   backward(expand(y, {2, 3}), Tensor({2, 3}, {1, 2, 3, 10, 20, 30}));
-  check_values(y.grad(), {3}, {11, 22, 33});
+  check_exact(y.grad(), {3}, {11, 22, 33});
   Tensor z = leaf({2, 3}, {1, 2, 3, 4, 5, 6});
   backward(squeeze(unsqueeze(z, 1)), Tensor({2, 3}, {6, 5, 4, 3, 2, 1}));
-  check_values(z.grad(), {2, 3}, {6, 5, 4, 3, 2, 1});
+  check_exact(z.grad(), {2, 3}, {6, 5, 4, 3, 2, 1});
 }
 
 TEST_CASE("ops shape: every op copies, records one node, and records nothing under no-grad") {
@@ -312,7 +246,7 @@ TEST_CASE("ops shape: every op copies, records one node, and records nothing und
     NoGradGuard guard;
     const Tensor y = expand(gather(index_select(cat({a, a}, 1), 0, IndexTensor{1}), 1, IndexTensor({1, 1}, {5})), {2, 2});
     CHECK_FALSE(y.requires_grad());
-    check_values(y, {2, 2}, {5, 5, 5, 5});
+    check_exact(y, {2, 2}, {5, 5, 5, 5});
   }
   CHECK(tape_size() == before);
 }

@@ -16,12 +16,6 @@ using namespace hitch;
 
 namespace {
 
-Tensor fresh_leaf(const Tensor& values) {
-  Tensor t = values.clone();
-  t.requires_grad_(true);
-  return t;
-}
-
 std::optional<float> opt_float(const parity::Case& c, const std::string& key) {
   const auto v = c.attr_float(key);
   return v ? std::optional<float>(static_cast<float>(*v)) : std::nullopt;
@@ -51,7 +45,8 @@ TEST_CASE("parity op_elem: broadcasting arithmetic, abs, clamp, where, masked_fi
     ++seen[op];
     std::map<std::string, Tensor> leaves;  // the differentiated inputs, by name
     for (const char* name : {"a", "b"})
-      if (c.floats.count(name) && c.has(std::string("expected_grad_") + name)) leaves[name] = fresh_leaf(c.f(name));
+      if (c.floats.count(name) && c.has(std::string("expected_grad_") + name))
+        leaves[name] = parity::fresh_leaf(c.f(name));
     auto in = [&](const char* name) { return leaves.count(name) ? leaves.at(name) : c.f(name); };
     const bool keepdim = c.attr_int("keepdim").value_or(0) != 0;
 
@@ -87,8 +82,7 @@ TEST_CASE("parity op_elem: broadcasting arithmetic, abs, clamp, where, masked_fi
     for (const auto& [name, leaf] : leaves) {
       const Tensor want = c.f("expected_grad_" + name);
       // An empty output sends no gradient: the leaf's gradient stays undefined, which is zero.
-      const Tensor got = leaf.grad().defined() ? leaf.grad() : Tensor::zeros(leaf.shape());
-      err = parity::compare(c, "grad_" + name, got, want);
+      err = parity::compare(c, "grad_" + name, parity::grad_or_zeros(leaf), want);
       CHECK_MESSAGE(err.empty(), err);
     }
   }

@@ -15,12 +15,6 @@ using namespace hitch;
 
 namespace {
 
-Tensor fresh_leaf(const Tensor& values) {
-  Tensor t = values.clone();
-  t.requires_grad_(true);
-  return t;
-}
-
 Reduction parse_reduction(const std::string& name) {
   if (name == "none") return Reduction::None;
   if (name == "mean") return Reduction::Mean;
@@ -44,8 +38,8 @@ TEST_CASE("parity op_loss: softmax, log_softmax, log_sigmoid, cross_entropy, nll
   for (const auto& c : cases) {
     CAPTURE(c.name);
     const std::string& op = c.attr("op");
-    const Tensor x = fresh_leaf(c.f("input"));
-    const Tensor x2 = c.has("input2") ? fresh_leaf(c.f("input2")) : Tensor();
+    const Tensor x = parity::fresh_leaf(c.f("input"));
+    const Tensor x2 = c.has("input2") ? parity::fresh_leaf(c.f("input2")) : Tensor();
     Tensor out;
     if (op == "softmax") {
       out = softmax(x, c.attr_int("dim").value());
@@ -67,8 +61,7 @@ TEST_CASE("parity op_loss: softmax, log_softmax, log_sigmoid, cross_entropy, nll
                   parity::compare(c, "output", out, c.f("expected_output")));
     backward(out, c.f("grad_output"));
     // An empty input gets no gradient from backward; compare it as zeros of its shape.
-    const Tensor gx = x.grad().defined() ? x.grad() : Tensor::zeros(x.shape());
-    const std::string e1 = parity::compare(c, "grad input", gx, c.f("expected_grad_input"));
+    const std::string e1 = parity::compare(c, "grad input", parity::grad_or_zeros(x), c.f("expected_grad_input"));
     CHECK_MESSAGE(e1.empty(), e1);
     if (x2.defined()) {
       const std::string e2 = parity::compare(c, "grad input2", x2.grad(), c.f("expected_grad_input2"));

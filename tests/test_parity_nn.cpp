@@ -17,14 +17,6 @@ using namespace hitch;
 
 namespace {
 
-Tensor fresh_leaf(const Tensor& values) {
-  Tensor t = values.clone();
-  t.requires_grad_(true);
-  return t;
-}
-
-Tensor grad_or_zeros(const Tensor& t) { return t.grad().defined() ? t.grad() : Tensor::zeros(t.shape()); }
-
 // a * m * scale and the same for g, scale = 1 / (1 - p) (0 for p = 1), m a 0/1 mask.
 Tensor masked_scaled(const Tensor& a, const std::vector<bool>& keep, float p) {
   const float scale = p == 1.0f ? 0.0f : static_cast<float>(1.0 / (1.0 - static_cast<double>(p)));
@@ -49,24 +41,24 @@ TEST_CASE("parity op_nn: layer_norm, gelu, dropout and Linear match PyTorch 1.13
     CAPTURE(c.name);
     const std::string& op = c.attr("op");
     ++per_op[op];
-    const Tensor x = fresh_leaf(c.f("input"));
+    const Tensor x = parity::fresh_leaf(c.f("input"));
     const Tensor& g = c.f("grad_output");
     if (op == "layer_norm") {
       const auto k = static_cast<std::size_t>(*c.attr_int("normalized_dims"));
       const Shape ns(x.shape().end() - static_cast<std::ptrdiff_t>(k), x.shape().end());
-      const Tensor w = c.has("weight") ? fresh_leaf(c.f("weight")) : Tensor();
-      const Tensor b = c.has("bias") ? fresh_leaf(c.f("bias")) : Tensor();
+      const Tensor w = c.has("weight") ? parity::fresh_leaf(c.f("weight")) : Tensor();
+      const Tensor b = c.has("bias") ? parity::fresh_leaf(c.f("bias")) : Tensor();
       const Tensor out = layer_norm(x, ns, w, b, static_cast<float>(*c.attr_float("eps")));
       backward(out, g);
       check(c, "output", out, "expected_output");
-      check(c, "grad_input", grad_or_zeros(x), "expected_grad_input");
-      if (w.defined()) check(c, "grad_weight", grad_or_zeros(w), "expected_grad_weight");
-      if (b.defined()) check(c, "grad_bias", grad_or_zeros(b), "expected_grad_bias");
+      check(c, "grad_input", parity::grad_or_zeros(x), "expected_grad_input");
+      if (w.defined()) check(c, "grad_weight", parity::grad_or_zeros(w), "expected_grad_weight");
+      if (b.defined()) check(c, "grad_bias", parity::grad_or_zeros(b), "expected_grad_bias");
     } else if (op == "gelu") {
       const Tensor out = gelu(x, c.attr("approximate"));
       backward(out, g);
       check(c, "output", out, "expected_output");
-      check(c, "grad_input", grad_or_zeros(x), "expected_grad_input");
+      check(c, "grad_input", parity::grad_or_zeros(x), "expected_grad_input");
     } else if (op == "dropout") {
       const auto p = static_cast<float>(*c.attr_float("p"));
       // torch's mask through the formula.
@@ -86,7 +78,8 @@ TEST_CASE("parity op_nn: layer_norm, gelu, dropout and Linear match PyTorch 1.13
       CHECK(gen.state() == replay.state());
       const std::string m1 = parity::compare(c, "hitch output", out, masked_scaled(x, keep, p));
       CHECK_MESSAGE(m1.empty(), m1);
-      const std::string m2 = parity::compare(c, "hitch grad_input", grad_or_zeros(x), masked_scaled(g, keep, p));
+      const std::string m2 =
+          parity::compare(c, "hitch grad_input", parity::grad_or_zeros(x), masked_scaled(g, keep, p));
       CHECK_MESSAGE(m2.empty(), m2);
     } else if (op == "linear") {
       const Parameter w("weight", c.f("weight"));
@@ -95,7 +88,7 @@ TEST_CASE("parity op_nn: layer_norm, gelu, dropout and Linear match PyTorch 1.13
       const Tensor out = lin(x);
       backward(out, g);
       check(c, "output", out, "expected_output");
-      check(c, "grad_input", grad_or_zeros(x), "expected_grad_input");
+      check(c, "grad_input", parity::grad_or_zeros(x), "expected_grad_input");
       check(c, "grad_weight", w.has_grad() ? w.grad() : Tensor::zeros(w.shape()), "expected_grad_weight");
       if (b.defined()) check(c, "grad_bias", b.has_grad() ? b.grad() : Tensor::zeros(b.shape()), "expected_grad_bias");
     } else {

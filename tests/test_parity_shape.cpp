@@ -60,11 +60,8 @@ TEST_CASE("parity: op_shape cases match PyTorch 1.13 (output and every input gra
     INFO(c.name);
     ops.insert(c.attr("op"));
     std::vector<Tensor> x;
-    for (std::int64_t i = 0; i < int_attr(c, "num_inputs"); ++i) {
-      Tensor t = c.f("input" + std::to_string(i)).clone();
-      t.requires_grad_();
-      x.push_back(t);
-    }
+    for (std::int64_t i = 0; i < int_attr(c, "num_inputs"); ++i)
+      x.push_back(parity::fresh_leaf(c.f("input" + std::to_string(i))));
     const Tensor out = run_op(c, x);
     CHECK_MESSAGE(parity::compare(c, "output", out, c.f("expected_output")).empty(),
                   parity::compare(c, "output", out, c.f("expected_output")));
@@ -72,8 +69,7 @@ TEST_CASE("parity: op_shape cases match PyTorch 1.13 (output and every input gra
     for (std::size_t i = 0; i < x.size(); ++i) {
       const std::string what = "expected_grad_input" + std::to_string(i);
       // An input that got no gradient (an empty output) compares as zeros.
-      const Tensor g = x[i].grad().defined() ? x[i].grad() : Tensor::zeros(x[i].shape());
-      const std::string diff = parity::compare(c, what, g, c.f(what));
+      const std::string diff = parity::compare(c, what, parity::grad_or_zeros(x[i]), c.f(what));
       CHECK_MESSAGE(diff.empty(), diff);
     }
   }
