@@ -92,12 +92,14 @@ Tensor index_select(const Tensor& a, std::int64_t dim_arg, const IndexTensor& in
   for (i64 d = 0; d < dim; ++d) outer *= a.size(d);
   for (i64 d = dim + 1; d < a.dim(); ++d) inner *= a.size(d);
   Tensor out = Tensor::empty(std::move(shape));
+  // An empty output reads nothing: skip the outer loop, whose size alone may be 2^40 (a [2^40, 0],
+  // dim 1, no indices); backward likewise has nothing to add.
+  if (out.numel() == 0) outer = 0;
   const float* x = a.data();
   float* y = out.data();
-  if (inner > 0)
-    for (i64 o = 0; o < outer; ++o)
-      for (i64 j = 0; j < k; ++j)
-        std::memcpy(y + (o * k + j) * inner, x + (o * n + index[j]) * inner, static_cast<std::size_t>(inner) * sizeof(float));
+  for (i64 o = 0; o < outer; ++o)
+    for (i64 j = 0; j < k; ++j)
+      std::memcpy(y + (o * k + j) * inner, x + (o * n + index[j]) * inner, static_cast<std::size_t>(inner) * sizeof(float));
   record("index_select", {a}, out, [a_shape, index, outer, n, inner](const Tensor& g, GradSink& sink) {
     std::vector<double> acc(static_cast<std::size_t>(numel_of(a_shape)), 0.0);
     const float* gv = g.data();

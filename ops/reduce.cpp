@@ -44,6 +44,9 @@ Tensor reduce_dim(const char* op, const Tensor& a, std::int64_t dim, bool keepdi
   for (i64 k = 0; k < d; ++k) outer *= shape[static_cast<std::size_t>(k)];
   for (i64 k = d + 1; k < a.dim(); ++k) inner *= shape[static_cast<std::size_t>(k)];
   const i64 n = shape[static_cast<std::size_t>(d)];
+  // No output element (inner = 0): nothing to sum, and n alone may be 2^40 ([2^40, 0] along dim
+  // 0), so the loops below (and backward's) must not run over it.
+  if (inner == 0) outer = 0;
   Shape out_shape = shape;
   if (keepdim)
     out_shape[static_cast<std::size_t>(d)] = 1;
@@ -123,6 +126,9 @@ Along along(const char* op, const Tensor& a, std::int64_t dim, bool keepdim) {
   for (i64 k = 0; k < d; ++k) v.outer *= shape[static_cast<std::size_t>(k)];
   for (i64 k = d + 1; k < a.dim(); ++k) v.inner *= shape[static_cast<std::size_t>(k)];
   v.n = shape[static_cast<std::size_t>(d)];
+  // No output element (inner = 0): every loop over [outer, inner] is empty, and must not run
+  // over outer alone, which may be 2^40 ([2^40, 3, 0] along dim 1).
+  if (v.inner == 0) v.outer = 0;
   v.out = shape;
   if (keepdim)
     v.out[static_cast<std::size_t>(d)] = 1;

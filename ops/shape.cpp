@@ -47,6 +47,7 @@ Tensor copy_as(const Tensor& a, Shape shape) {
 
 // out [N,M] = x [M,N]^T, in tiles so that both sides stay in cache for large matrices.
 void transpose_into(const float* x, float* out, i64 M, i64 N) {
+  if (M == 0 || N == 0) return;  // nothing to move ([2^40, 0] would otherwise walk 2^35 empty tiles)
   constexpr i64 tile = 32;
   for (i64 i0 = 0; i0 < M; i0 += tile)
     for (i64 j0 = 0; j0 < N; j0 += tile) {
@@ -98,13 +99,15 @@ Tensor take_strided(const char* op, const Tensor& a, i64 dim, i64 start, i64 ste
   if (keep_dim) shape[static_cast<std::size_t>(dim)] = count;
   else shape.erase(shape.begin() + dim);
   Tensor out = Tensor::empty(std::move(shape));
+  // An empty output copies nothing: its outer size alone may be 2^40 ([2^40, 0]), so skip the loop.
+  const i64 outer = out.numel() == 0 ? 0 : s.outer;
   const float* x = a.data();
   float* y = out.data();
-  for (i64 o = 0; o < s.outer; ++o)
+  for (i64 o = 0; o < outer; ++o)
     for (i64 j = 0; j < count; ++j) copy_floats(y + (o * count + j) * s.inner, x + (o * s.n + start + j * step) * s.inner, s.inner);
-  record(op, {a}, out, [from = a.shape(), s, start, step, count](const Tensor& g, GradSink& sink) {
+  record(op, {a}, out, [from = a.shape(), s, outer, start, step, count](const Tensor& g, GradSink& sink) {
     Tensor ga = Tensor::zeros(from);
-    for (i64 o = 0; o < s.outer; ++o)
+    for (i64 o = 0; o < outer; ++o)
       for (i64 j = 0; j < count; ++j)
         copy_floats(ga.data() + (o * s.n + start + j * step) * s.inner, g.data() + (o * count + j) * s.inner, s.inner);
     sink.add(0, ga);
@@ -224,8 +227,11 @@ Tensor join(const char* op, std::span<const Tensor> ts, i64 dim_arg, bool stacki
   checked_numel(op, shape);
   const Around s = around(shape, dim);
   Tensor out = Tensor::empty(std::move(shape));
+  // An empty output (so every input empty) copies nothing: skip the outer loop, whose size alone
+  // may be 2^40 (cat of [2^40, 0] tensors along dim 1).
+  const i64 outer = out.numel() == 0 ? 0 : s.outer;
   float* y = out.data();
-  for (i64 o = 0; o < s.outer; ++o) {
+  for (i64 o = 0; o < outer; ++o) {
     i64 at = 0;
     for (std::size_t i = 0; i < ts.size(); ++i) {
       const i64 block = sizes[i] * s.inner;
@@ -235,13 +241,13 @@ Tensor join(const char* op, std::span<const Tensor> ts, i64 dim_arg, bool stacki
   }
   std::vector<Shape> shapes;
   for (const Tensor& t : ts) shapes.push_back(t.shape());
-  record(op, ts, out, [shapes = std::move(shapes), sizes, s, total](const Tensor& g, GradSink& sink) {
+  record(op, ts, out, [shapes = std::move(shapes), sizes, s, outer, total](const Tensor& g, GradSink& sink) {
     i64 at = 0;
     for (std::size_t i = 0; i < shapes.size(); ++i) {
       const i64 block = sizes[i] * s.inner;
       if (sink.wants(i)) {
         Tensor gi = Tensor::empty(shapes[i]);
-        for (i64 o = 0; o < s.outer; ++o) copy_floats(gi.data() + o * block, g.data() + (o * total + at) * s.inner, block);
+        for (i64 o = 0; o < outer; ++o) copy_floats(gi.data() + o * block, g.data() + (o * total + at) * s.inner, block);
         sink.add(i, gi);
       }
       at += sizes[i];
