@@ -21,13 +21,14 @@ static blasint as_blas_int(std::int64_t v, const char* what) {
 
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* A,
           const float* B, float beta, float* C) {
-  const blasint m = as_blas_int(M, "M"), n = as_blas_int(N, "N"), k = as_blas_int(K, "K");
-  if (m == 0 || n == 0) return;
-  if (k == 0) {  // an empty sum: BLAS implementations disagree on whether they scale C here
+  // An empty product never reaches BLAS, so its sizes need not fit blasint ([2^32, 0] x [0, 0]).
+  if (M == 0 || N == 0) return;
+  if (K == 0 && M > 0 && N > 0) {  // an empty sum: BLAS implementations disagree on whether they scale C here
     const std::int64_t count = M * N;
     for (std::int64_t i = 0; i < count; ++i) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
     return;
   }
+  const blasint m = as_blas_int(M, "M"), n = as_blas_int(N, "N"), k = as_blas_int(K, "K");
   // OpenBLAS's own pool is pinned to one thread: with more, its results depend on its thread
   // count (the machine's core count by default: the same program would give other bits on
   // another machine, and so would splitting C over hitch's threads, since OpenBLAS's kernels for

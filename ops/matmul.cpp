@@ -93,6 +93,17 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   out_shape.push_back(M);
   out_shape.push_back(N);
   Tensor out = Tensor::empty(out_shape);
+  if (out.numel() == 0) {
+    // M, N or a batch dim is 0: nothing to compute, and the batch maps are not built (the batch
+    // count alone may be 2^47: [2^47, 0, 1] x [1, 1, 1]). Every gradient entry is a sum over an
+    // empty M, N or batch range, so both gradients are zeros.
+    if (will_record({a, b}))
+      record("matmul", {a, b}, out, [sa = a.shape(), sb = b.shape()](const Tensor&, GradSink& sink) {
+        if (sink.wants(0)) sink.add(0, Tensor::zeros(sa));
+        if (sink.wants(1)) sink.add(1, Tensor::zeros(sb));
+      });
+    return out;
+  }
   const i64 nb = numel_of(batch);
   // Folded: b shared and a read as stored, so a's batches are consecutive [M,K] blocks.
   const bool fold = b_batch.empty() && !transpose_a;
