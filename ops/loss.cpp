@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <new>
 #include <vector>
 
 #include "core/parallel.h"
@@ -382,6 +383,7 @@ std::vector<i64> broadcast_offsets(const Shape& from, const Shape& to) {
 Tensor cosine_similarity(const Tensor& x1, const Tensor& x2, std::int64_t dim, float eps) {
   const char* op = "cosine_similarity";
   const Shape S = broadcast_shapes(op, x1.shape(), x2.shape());
+  checked_numel(op, S);  // the broadcast shape is a tensor's shape too (below 2^48 elements)
   const i64 d = wrap_dim(op, dim, static_cast<i64>(S.size()));
   if (!(std::isfinite(eps) && eps >= 0.0f)) throw Error(fmt::format("{}: eps must be finite and >= 0, got {}", op, eps));
 
@@ -389,14 +391,29 @@ Tensor cosine_similarity(const Tensor& x1, const Tensor& x2, std::int64_t dim, f
   for (i64 k = 0; k < d; ++k) outer *= S[static_cast<std::size_t>(k)];
   for (i64 k = d + 1; k < static_cast<i64>(S.size()); ++k) inner *= S[static_cast<std::size_t>(k)];
   const i64 n = S[static_cast<std::size_t>(d)];
+  if (inner == 0) outer = 0;  // no output element: the loops below must not run over outer alone (2^40)
   Shape out_shape = S;
   out_shape.erase(out_shape.begin() + d);
-  std::vector<i64> off1 = broadcast_offsets(x1.shape(), S), off2 = broadcast_offsets(x2.shape(), S);
+  // The output first (AllocationError when it does not fit), then the bookkeeping: 8 bytes per
+  // element of S for each offset table, 24 per output element for the norms, whose
+  // std::bad_alloc becomes an AllocationError too (x1 [2^24, 1] with x2 [1, 2^24]).
+  Tensor out = Tensor::empty(out_shape);
+  std::vector<i64> off1, off2;
+  std::vector<double> c1, c2, cs;
+  const std::size_t m = static_cast<std::size_t>(outer * inner);
+  try {
+    off1 = broadcast_offsets(x1.shape(), S);
+    off2 = broadcast_offsets(x2.shape(), S);
+    c1.resize(m);
+    c2.resize(m);
+    cs.resize(m);
+  } catch (const std::bad_alloc&) {
+    throw AllocationError(fmt::format("{}: cannot allocate the offsets of the broadcast shape {} ({} elements) and "
+                                      "the norms of {} outputs: out of memory",
+                                      op, shape_str(S), numel_of(S), m));
+  }
 
   const double e2 = static_cast<double>(eps) * static_cast<double>(eps);
-  const std::size_t m = static_cast<std::size_t>(outer * inner);
-  std::vector<double> c1(m), c2(m), cs(m);
-  Tensor out = Tensor::empty(out_shape);
   const float *A = x1.data(), *Bv = x2.data();
   for (i64 o = 0; o < outer; ++o)
     for (i64 i = 0; i < inner; ++i) {
