@@ -3,12 +3,21 @@
 #include "nn/init.h"
 
 #include <cmath>
+#include <limits>
 
 #include "core/tape.h"
 
 namespace hitch::nn::init {
 
 namespace {
+
+constexpr double kFloatMax = std::numeric_limits<float>::max();
+
+// The handle must hold a tensor (an undefined one: e.g. the weight of a LayerNorm without affine
+// parameters), named by who.
+void check_defined(std::string_view who, const Tensor& t) {
+  if (!t.defined()) throw Error(fmt::format("{}: the tensor is undefined (an empty handle)", who));
+}
 
 // Writes value(i) for every element i in order, under NoGradGuard, then bumps the version once.
 template <class F>
@@ -29,6 +38,7 @@ Tensor uniform_fill(Tensor t, double a, double b, Generator& gen) {
 }  // namespace
 
 Fans calculate_fan_in_and_fan_out(const Tensor& t, std::string_view who) {
+  check_defined(who, t);
   if (t.dim() < 2)
     throw Error(fmt::format("{}: fan in and fan out need a tensor of rank >= 2, but the shape is {}", who,
                             shape_str(t.shape())));
@@ -54,26 +64,47 @@ double calculate_gain(std::string_view nonlinearity, double param) {
                           nonlinearity));
 }
 
+// The float range checks below are torch's (uniform_: from and to within the dtype's range and
+// to - from <= its max; fill_: the value must convert without overflow): a double beyond
+// FLT_MAX would be written as inf (a float conversion out of range is even undefined in C++).
 Tensor uniform_(Tensor t, double a, double b, Generator& gen) {
+  check_defined("init::uniform_", t);
   if (!std::isfinite(a) || !std::isfinite(b) || !(a <= b))
     throw Error(fmt::format("init::uniform_: a and b must be finite with a <= b, got a {} and b {}", a, b));
+  if (a < -kFloatMax || b > kFloatMax || b - a > kFloatMax)
+    throw Error(fmt::format("init::uniform_: a and b must lie in float's range with b - a <= {}, got a {} and b {}",
+                            kFloatMax, a, b));
   return uniform_fill(std::move(t), a, b, gen);
 }
 
 Tensor normal_(Tensor t, double mean, double std, Generator& gen) {
+  check_defined("init::normal_", t);
   if (!std::isfinite(mean) || !std::isfinite(std) || std < 0.0)
     throw Error(fmt::format("init::normal_: mean and std must be finite and std >= 0, got mean {} and std {}", mean,
                             std));
+  if (std::fabs(mean) > kFloatMax || std > kFloatMax)
+    throw Error(fmt::format("init::normal_: mean and std must lie in float's range (|mean| and std <= {}), got mean "
+                            "{} and std {}",
+                            kFloatMax, mean, std));
   return fill(std::move(t), [&] { return mean + std * gen.normal(); });
 }
 
 Tensor constant_(Tensor t, double val) {
+  check_defined("init::constant_", t);
   if (!std::isfinite(val)) throw Error(fmt::format("init::constant_: val must be finite, got {}", val));
+  if (std::fabs(val) > kFloatMax)
+    throw Error(fmt::format("init::constant_: val {} does not fit a float (|val| <= {})", val, kFloatMax));
   return fill(std::move(t), [val] { return val; });
 }
 
-Tensor zeros_(Tensor t) { return constant_(std::move(t), 0.0); }
-Tensor ones_(Tensor t) { return constant_(std::move(t), 1.0); }
+Tensor zeros_(Tensor t) {
+  check_defined("init::zeros_", t);
+  return constant_(std::move(t), 0.0);
+}
+Tensor ones_(Tensor t) {
+  check_defined("init::ones_", t);
+  return constant_(std::move(t), 1.0);
+}
 
 Tensor xavier_uniform_(Tensor t, double gain, Generator& gen) {
   if (!std::isfinite(gain) || gain < 0.0)
@@ -81,6 +112,10 @@ Tensor xavier_uniform_(Tensor t, double gain, Generator& gen) {
   const Fans f = calculate_fan_in_and_fan_out(t, "init::xavier_uniform_");
   if (t.numel() == 0) return t;
   const double bound = gain * std::sqrt(6.0 / static_cast<double>(f.fan_in + f.fan_out));
+  if (2.0 * bound > kFloatMax)
+    throw Error(fmt::format("init::xavier_uniform_: gain {} gives the bound {} for fans {} and {}, but the range 2 * "
+                            "bound must be at most {} (float's max)",
+                            gain, bound, f.fan_in, f.fan_out, kFloatMax));
   return uniform_fill(std::move(t), -bound, bound, gen);
 }
 
