@@ -43,6 +43,8 @@ LayerNorm::LayerNorm(Shape shape, float eps_, bool elementwise_affine) : normali
   if (elementwise_affine) {
     weight = Parameter("weight", Tensor::ones(normalized_shape));  // checks the sizes ("Tensor::ones: ...")
     bias = Parameter("bias", Tensor::zeros(normalized_shape));
+  } else {
+    checked_numel("LayerNorm", normalized_shape);  // the same check, with no Parameter to make
   }
 }
 

@@ -32,6 +32,8 @@ Linear::Linear(Parameter w, Parameter b) {
 }
 
 Tensor Linear::forward(const Tensor& x) const {
+  if (!weight.defined())  // a moved-from Linear (its Parameters went with the move)
+    throw Error("Linear: the weight Parameter is an empty handle (was this Linear moved from?)");
   if (x.dim() == 0 || x.size(-1) != in_features)
     throw Error(fmt::format("Linear: expected input of shape [*,{}] (any leading dims), got {}", in_features,
                             shape_str(x.shape())));
