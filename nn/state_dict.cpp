@@ -4,6 +4,8 @@
 #include "nn/state_dict.h"
 
 #include <cstring>
+#include <set>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -37,9 +39,20 @@ void load_state_dict(Module& module, const StateDict& sd) {
   if (const std::string problems = m.problems(); !problems.empty())
     throw Error("load_state_dict: the state dict does not match the module: " + problems);
 
-  for (auto& [p, name] : m.writes) {
+  // A hand-built StateDict may hold the module's own storages, even under swapped names
+  // ({"a": b.weight, "b": a.weight}): a source that is the storage of another Parameter written
+  // here is copied before the first write, so no write reads a value an earlier one replaced.
+  std::set<const Storage*> written;
+  for (const auto& [p, name] : m.writes) written.insert(p.impl().storage.get());
+  std::vector<Tensor> sources;
+  for (const auto& [p, name] : m.writes) {
     const Tensor& src = sd.tensors.at(name);
-    Parameter dst = p;
+    const Storage* from = src.impl().storage.get();
+    sources.push_back(written.count(from) != 0 && from != p.impl().storage.get() ? src.clone() : src);
+  }
+  for (std::size_t i = 0; i < m.writes.size(); ++i) {
+    const Tensor& src = sources[i];
+    Parameter dst = m.writes[i].first;
     // memmove: sd may hold the Parameter's own storage (a hand-built StateDict).
     if (src.numel() > 0) std::memmove(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(float));
     dst.bump_version();
