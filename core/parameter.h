@@ -76,3 +76,16 @@ class Parameter {
 void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params);
 
 }  // namespace hitch
+
+// fmt::print("{}", p): PyTorch's print(nn.Parameter) with the name first,
+// "Parameter 'items' containing:\ntensor([...], shape=[2,3], requires_grad)" (the values as
+// to_string(Tensor) prints them, summarised past 1,000 elements); "Parameter(undefined)".
+template <>
+struct fmt::formatter<hitch::Parameter> : fmt::formatter<std::string_view> {
+  auto format(const hitch::Parameter& p, fmt::format_context& ctx) const {
+    const std::string s = p.defined()
+                              ? fmt::format("Parameter '{}' containing:\n{}", p.name(), hitch::to_string(p.value()))
+                              : std::string("Parameter(undefined)");
+    return fmt::formatter<std::string_view>::format(s, ctx);
+  }
+};

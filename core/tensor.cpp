@@ -238,6 +238,9 @@ static std::shared_ptr<TensorImpl> make_impl(Shape shape, FloatStorage values) {
   return impl;
 }
 
+Tensor::Tensor(std::vector<float> values)
+    : impl_(make_impl(Shape{static_cast<std::int64_t>(values.size())}, FloatStorage(values.begin(), values.end()))) {}
+
 Tensor::Tensor(Shape shape, std::vector<float> values) {
   const auto n = checked_numel("Tensor", shape);
   if (static_cast<std::int64_t>(values.size()) != n)
@@ -283,7 +286,7 @@ Tensor Tensor::arange(float start, float end, float step) {
   return out;
 }
 
-Tensor Tensor::randn(Shape shape, Generator& gen, float mean, float std) {
+Tensor Tensor::randn(Shape shape, float mean, float std, Generator& gen) {
   if (!std::isfinite(mean) || !std::isfinite(std) || std < 0.0f)
     throw Error(fmt::format("Tensor::randn: mean and std must be finite and std >= 0, got mean {} and std {}", mean,
                             std));
@@ -369,6 +372,9 @@ Tensor Tensor::clone() const { return Tensor(make_impl(shape(), FloatStorage(val
 IndexTensor::IndexTensor(std::initializer_list<std::int64_t> values)
     : shape_{static_cast<std::int64_t>(values.size())}, data_(values) {}
 
+IndexTensor::IndexTensor(std::vector<std::int64_t> values)
+    : shape_{static_cast<std::int64_t>(values.size())}, data_(std::move(values)) {}
+
 IndexTensor::IndexTensor(Shape shape, std::vector<std::int64_t> values) {
   const auto n = checked_numel("IndexTensor", shape);
   if (static_cast<std::int64_t>(values.size()) != n)
@@ -413,37 +419,54 @@ std::int64_t IndexTensor::size(std::int64_t d) const { return shape_[static_cast
 
 // ---- printing --------------------------------------------------------------------------------
 
+// Writes the values of dim d onward, starting at flat offset `offset`, nested in brackets.
+// strides[d] is the flat distance between entries of dim d. With summarize, a dim longer than
+// 2 * kPrintEdgeItems shows only its first and last kPrintEdgeItems entries around "..."
+// (PyTorch's _tensor_str layout: the "..." takes the place of an element, a row or a block).
 template <class T>
-static void format_nested(std::string& out, const Shape& shape, std::span<const T> v, std::size_t d, std::size_t& pos) {
+static void format_nested(std::string& out, const Shape& shape, const Shape& strides, std::span<const T> v,
+                          std::size_t d, std::int64_t offset, bool summarize) {
   if (d == shape.size()) {
+    const T x = v[static_cast<std::size_t>(offset)];
     if constexpr (std::is_floating_point_v<T>)
-      out += fmt::format("{:.6g}", v[pos++]);
+      out += fmt::format("{:.6g}", x);
     else
-      out += fmt::format("{}", v[pos++]);
+      out += fmt::format("{}", x);
     return;
   }
+  const std::int64_t n = shape[d];
+  const bool cut = summarize && n > 2 * kPrintEdgeItems;
+  const std::string sep = d + 1 == shape.size() ? ", " : ",\n" + std::string(d + 1, ' ');
   out += '[';
-  for (std::int64_t i = 0; i < shape[d]; ++i) {
-    if (i) out += d + 1 == shape.size() ? ", " : ",\n" + std::string(d + 1, ' ');
-    format_nested(out, shape, v, d + 1, pos);
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (i) out += sep;
+    if (cut && i == kPrintEdgeItems) {
+      out += "...";
+      out += sep;
+      i = n - kPrintEdgeItems;
+    }
+    format_nested(out, shape, strides, v, d + 1, offset + i * strides[d], summarize);
   }
   out += ']';
 }
 
-std::string to_string(const Tensor& t) {
-  if (!t.defined()) return "Tensor(undefined)";
-  std::string out = "tensor(";
-  std::size_t pos = 0;
-  format_nested(out, t.shape(), t.values(), 0, pos);
-  out += fmt::format(", shape={}{})", shape_str(t.shape()), t.requires_grad() ? ", requires_grad" : "");
+template <class T>
+static std::string format_values(const Shape& shape, std::span<const T> v) {
+  Shape strides(shape.size(), 1);
+  for (std::size_t d = shape.size(); d-- > 1;) strides[d - 1] = strides[d] * shape[d];
+  std::string out;
+  format_nested(out, shape, strides, v, 0, 0, static_cast<std::int64_t>(v.size()) > kPrintThreshold);
   return out;
 }
 
+std::string to_string(const Tensor& t) {
+  if (!t.defined()) return "Tensor(undefined)";
+  return fmt::format("tensor({}, shape={}{})", format_values(t.shape(), t.values()), shape_str(t.shape()),
+                     t.requires_grad() ? ", requires_grad" : "");
+}
+
 std::string to_string(const IndexTensor& t) {
-  std::string out = "index_tensor(";
-  std::size_t pos = 0;
-  format_nested(out, t.shape(), t.values(), 0, pos);
-  return out + fmt::format(", shape={})", shape_str(t.shape()));
+  return fmt::format("index_tensor({}, shape={})", format_values(t.shape(), t.values()), shape_str(t.shape()));
 }
 
 }  // namespace hitch

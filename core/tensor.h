@@ -135,7 +135,14 @@ std::int64_t numel_of(const Shape& shape);
 class Tensor {
  public:
   Tensor() = default;
-  Tensor(Shape shape, std::vector<float> values);  // values.size() must equal the numel
+  // A 1-D tensor of the values, shape [n] (torch.tensor(list)). Explicit, so a vector never
+  // turns into a Tensor unasked. A braced list is values, as in torch.tensor([2, 3]):
+  // Tensor({2, 3}) is the 1-D tensor [2, 3]; shapes go to the factories (Tensor::zeros({2, 3})),
+  // and Tensor({rows, cols}) with int64 variables does not compile (a narrowing conversion).
+  explicit Tensor(std::vector<float> values);
+  // values row-major; values.size() must equal the shape's numel, else Error
+  // "Tensor: shape [2,3] needs 6 values, got 5".
+  Tensor(Shape shape, std::vector<float> values);
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // Every constructor and factory checks its shape with checked_numel (sizes >= 0, at most
@@ -150,9 +157,16 @@ class Tensor {
   static Tensor scalar(float value);  // shape []
   // [start, end) in steps of step: all three finite, step != 0, at most kMaxNumel values.
   static Tensor arange(float start, float end, float step = 1.0f);
-  // mean and std finite, std >= 0; low and high finite, low <= high. A refused call draws nothing.
-  static Tensor randn(Shape shape, Generator& gen, float mean = 0.0f, float std = 1.0f);
-  static Tensor uniform(Shape shape, float low, float high, Generator& gen);
+  // Random values drawn from gen in element order, one argument order for both: (shape, the
+  // distribution's parameters, generator), the generator defaulting to this thread's
+  // default_generator() (torch.randn(*size, generator=None), Tensor.uniform_(from=0, to=1,
+  // generator=None)). randn: N(mean, std^2), mean and std finite, std >= 0 (Box-Muller,
+  // Generator::normal). uniform: [low, high), low and high finite, low <= high. A refused call
+  // draws nothing.
+  static Tensor randn(Shape shape, float mean = 0.0f, float std = 1.0f, Generator& gen = default_generator());
+  static Tensor randn(Shape shape, Generator& gen) { return randn(std::move(shape), 0.0f, 1.0f, gen); }
+  static Tensor uniform(Shape shape, float low = 0.0f, float high = 1.0f, Generator& gen = default_generator());
+  static Tensor uniform(Shape shape, Generator& gen) { return uniform(std::move(shape), 0.0f, 1.0f, gen); }
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;
@@ -188,7 +202,10 @@ class Tensor {
 class IndexTensor {
  public:
   IndexTensor() = default;
-  IndexTensor(std::initializer_list<std::int64_t> values);  // 1-D
+  IndexTensor(std::initializer_list<std::int64_t> values);  // 1-D: IndexTensor{3, 17}
+  explicit IndexTensor(std::vector<std::int64_t> values);   // 1-D, shape [n]
+  // values row-major; values.size() must equal the shape's numel, else Error
+  // "IndexTensor: shape [2,3] needs 6 values, got 5".
   IndexTensor(Shape shape, std::vector<std::int64_t> values);
   // [start, end) in steps of step (any int64 values, step != 0, at most kMaxNumel values); the
   // count is computed without overflow and no value past end is formed.
@@ -211,10 +228,28 @@ class IndexTensor {
 // Normalises dim (negative counts from the end) against rank, or throws naming op.
 std::int64_t wrap_dim(std::string_view op, std::int64_t dim, std::int64_t rank);
 
+// Printing: "tensor([[1, 2],\n [3, 4]], shape=[2,2], requires_grad)", values as {:.6g};
+// "index_tensor([3, 4], shape=[2])". Past kPrintThreshold elements the output is summarised as
+// PyTorch does (torch.set_printoptions defaults: threshold 1000, edgeitems 3): every dim longer
+// than 2 * kPrintEdgeItems shows its first and last kPrintEdgeItems entries around "...",
+// "tensor([0, 1, 2, ..., 1997, 1998, 1999], shape=[2000])". Unlike PyTorch, no column
+// alignment and no line wrapping; the shape is always printed.
+inline constexpr std::int64_t kPrintThreshold = 1000;
+inline constexpr std::int64_t kPrintEdgeItems = 3;
 std::string to_string(const Tensor& t);
 std::string to_string(const IndexTensor& t);
 
 }  // namespace hitch
+
+// A Shape (std::vector<std::int64_t>) prints as shape_str does: "[2,3]", "[]" for a scalar.
+// Declared here, with the other formatters, so every file that sees a Tensor formats a Shape
+// the same way (it takes precedence over fmt/ranges.h's generic "[2, 3]").
+template <>
+struct fmt::formatter<hitch::Shape> : fmt::formatter<std::string_view> {
+  auto format(const hitch::Shape& s, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(hitch::shape_str(s), ctx);
+  }
+};
 
 template <>
 struct fmt::formatter<hitch::Tensor> : fmt::formatter<std::string_view> {

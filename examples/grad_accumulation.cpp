@@ -143,8 +143,8 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b, fl
 
 int run(const Config& cfg) {
   Generator gen(cfg.seed);
-  const Tensor table = Tensor::randn({cfg.items, cfg.dim}, gen, 0.0f, cfg.init_std);
-  const Tensor teacher = Tensor::randn({cfg.items, cfg.dim}, gen, 0.0f, 1.0f);
+  const Tensor table = Tensor::randn({cfg.items, cfg.dim}, 0.0f, cfg.init_std, gen);
+  const Tensor teacher = Tensor::randn({cfg.items, cfg.dim}, 0.0f, 1.0f, gen);
   std::vector<Batch> batches;
   for (int s = 0; s < cfg.distinct; ++s) {
     Batch b;

@@ -95,7 +95,7 @@ IndexTensor draw(Shape shape, std::int64_t n, Generator& gen) {
 
 int run(const Config& cfg) {
   Generator gen(cfg.seed);
-  Parameter table("items", Tensor::randn({cfg.items, cfg.dim}, gen, 0.0f, 0.5f));
+  Parameter table("items", Tensor::randn({cfg.items, cfg.dim}, 0.0f, 0.5f, gen));
   nn::Embedding item(table);
   nn::EmbeddingBag history(table, {.mode = BagMode::Mean});
 

@@ -116,8 +116,8 @@ Data make_data(const Config& c, hitch::Generator& gen) {
 class Recommender : public hitch::nn::Module {
  public:
   Recommender(i64 items, i64 dim, bool tied, bool sparse, hitch::Generator& gen)
-      : items_(Parameter("items", Tensor::randn({items, dim}, gen, 0.0f, 0.1f))),
-        history_(tied ? items_ : Parameter("history", Tensor::randn({items, dim}, gen, 0.0f, 0.1f)),
+      : items_(Parameter("items", Tensor::randn({items, dim}, 0.0f, 0.1f, gen))),
+        history_(tied ? items_ : Parameter("history", Tensor::randn({items, dim}, 0.0f, 0.1f, gen)),
                  {.mode = hitch::BagMode::Mean, .sparse = sparse}),
         item_(items_, {.sparse = sparse}),
         bias_(Parameter("item_bias", Tensor::zeros({items, 1})), {.sparse = sparse}) {}

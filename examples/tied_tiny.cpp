@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
 
   constexpr std::int64_t items = 40, dim = 8, batch = 16, history = 4, clusters = 4;
   Generator gen(seed);
-  Parameter table("items", Tensor::randn({items, dim}, gen, 0.0f, 0.1f));
+  Parameter table("items", Tensor::randn({items, dim}, 0.0f, 0.1f, gen));
   nn::Embedding candidate(table);
   nn::EmbeddingBag bag(table, {.mode = BagMode::Mean});
   optim::Adam adam({table}, {.lr = 0.05});

@@ -121,9 +121,9 @@ const char* to_string(Aux a) { return a == Aux::None ? "classifier only" : a == 
 class SupersenseModel : public hitch::nn::Module {
  public:
   SupersenseModel(i64 vocab, i64 dim, Aux aux, hitch::Generator& gen)
-      : words_(Parameter("words", Tensor::randn({vocab, dim}, gen, 0.0f, 0.1f))),
+      : words_(Parameter("words", Tensor::randn({vocab, dim}, 0.0f, 0.1f, gen))),
         bag_(words_, {.mode = hitch::BagMode::Mean, .sparse = true}),
-        target_(aux == Aux::Untied ? Parameter("output_words", Tensor::randn({vocab, dim}, gen, 0.0f, 0.1f)) : words_,
+        target_(aux == Aux::Untied ? Parameter("output_words", Tensor::randn({vocab, dim}, 0.0f, 0.1f, gen)) : words_,
                 {.sparse = true}),
         classifier_(dim, kClasses, true, gen),
         aux_(aux) {}

@@ -21,7 +21,7 @@ class RecModel {
   RecModel(std::uint64_t seed, Sizes sizes = {})
       : sizes_(sizes),
         gen_(seed),
-        table_("items", hitch::Tensor::randn({sizes.items, sizes.dim}, gen_, 0.0f, 0.1f)),
+        table_("items", hitch::Tensor::randn({sizes.items, sizes.dim}, 0.0f, 0.1f, gen_)),
         item_(table_, {.sparse = true}),
         history_(table_, {.mode = hitch::BagMode::Mean, .sparse = true}),
         proj_(sizes.dim, sizes.dim, true, gen_),

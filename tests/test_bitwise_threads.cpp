@@ -73,7 +73,7 @@ struct TableRun {
 TableRun train_table(int threads, std::int64_t rows, std::int64_t width, bool sparse, const MakeOpt& make_opt) {
   reliability::ThreadCount guard(threads);
   Generator gen(5);
-  Parameter table("table", Tensor::randn({rows, width}, gen, 0.0f, 0.1f));
+  Parameter table("table", Tensor::randn({rows, width}, 0.0f, 0.1f, gen));
   nn::Embedding emb(table, {.sparse = sparse});
   nn::EmbeddingBag mean_bag(table, {.mode = BagMode::Mean, .sparse = sparse});
   nn::EmbeddingBag weighted_bag(table, {.mode = BagMode::Sum, .sparse = sparse});

@@ -167,7 +167,7 @@ TEST_CASE("loss ops: cross_entropy options, hand-computed") {
 TEST_CASE("loss ops: the 2-argument cross_entropy is bitwise the default options") {
   Generator gen(7);
   for (const Shape& shape : {Shape{5, 7}, Shape{1, 3}, Shape{3, 1}, Shape{16, 1000}}) {
-    Tensor a = Tensor::randn(shape, gen, 0.0f, 4.0f);
+    Tensor a = Tensor::randn(shape, 0.0f, 4.0f, gen);
     Tensor b = a.clone();
     a.requires_grad_();
     b.requires_grad_();

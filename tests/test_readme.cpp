@@ -7,7 +7,7 @@ using namespace hitch;
 
 TEST_CASE("README: the tied sample runs, one Parameter gets both paths' gradient and one state") {
   // --- as in README.md ---
-  Parameter table("items", Tensor::randn({1000, 32}, default_generator()));
+  Parameter table("items", Tensor::randn({1000, 32}));
   nn::Embedding item(table);                                    // a lookup ...
   nn::EmbeddingBag history(table, {.mode = BagMode::Mean});      // ... and a bag: one table
   optim::Adam adam({table}, {.lr = 0.01});

@@ -46,7 +46,7 @@ std::pair<std::vector<float>, std::vector<float>> train(int threads, BagMode mod
   Threads guard(threads);
   constexpr std::int64_t n = 3000, d = 64, b = 512, l = 24;
   Generator gen(7);
-  Parameter table("table", Tensor::randn({n, d}, gen, 0.0f, 0.1f));
+  Parameter table("table", Tensor::randn({n, d}, 0.0f, 0.1f, gen));
   nn::Embedding emb(table, {.sparse = sparse});
   nn::EmbeddingBag bag(table, {.mode = mode, .sparse = sparse && mode != BagMode::Max});
   auto opt = make_opt(table);

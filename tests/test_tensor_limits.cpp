@@ -163,17 +163,17 @@ TEST_CASE("limits: uniform and randn refuse infinite or NaN parameters and draw 
                        "Tensor::uniform: low and high must be finite with low <= high, got low nan and high 1", Error);
   CHECK_THROWS_WITH_AS(Tensor::uniform({2}, 1.0f, 0.0f, gen),
                        "Tensor::uniform: low and high must be finite with low <= high, got low 1 and high 0", Error);
-  CHECK_THROWS_WITH_AS(Tensor::randn({2}, gen, inf, 1.0f),
+  CHECK_THROWS_WITH_AS(Tensor::randn({2}, inf, 1.0f, gen),
                        "Tensor::randn: mean and std must be finite and std >= 0, got mean inf and std 1", Error);
-  CHECK_THROWS_WITH_AS(Tensor::randn({2}, gen, 0.0f, nan),
+  CHECK_THROWS_WITH_AS(Tensor::randn({2}, 0.0f, nan, gen),
                        "Tensor::randn: mean and std must be finite and std >= 0, got mean 0 and std nan", Error);
-  CHECK_THROWS_WITH_AS(Tensor::randn({2}, gen, 0.0f, -1.0f),
+  CHECK_THROWS_WITH_AS(Tensor::randn({2}, 0.0f, -1.0f, gen),
                        "Tensor::randn: mean and std must be finite and std >= 0, got mean 0 and std -1", Error);
   CHECK(gen.state() == state);
   CHECK(!gen.spare().has_value());
   const Tensor u = Tensor::uniform({64}, -3e38f, 3e38f, gen);
   for (float x : u.values()) CHECK(std::isfinite(x));
-  CHECK(Tensor::randn({3}, gen, 2.0f, 0.0f).to_vector() == std::vector<float>{2, 2, 2});
+  CHECK(Tensor::randn({3}, 2.0f, 0.0f, gen).to_vector() == std::vector<float>{2, 2, 2});
 }
 
 TEST_CASE("limits: nn::Embedding and nn::EmbeddingBag with more than 2^48 weights are refused at construction") {

@@ -83,10 +83,10 @@ struct Model {
   Parameter a, b, t1, t2;
   explicit Model(std::uint64_t seed) {
     Generator gen(seed);
-    a = Parameter("a", Tensor::randn({64, 300}, gen, 0.0f, 0.1f));
-    b = Parameter("b", Tensor::randn({64, 300}, gen, 0.0f, 0.1f));
-    t1 = Parameter("t1", Tensor::randn({2000, 32}, gen, 0.0f, 0.1f));
-    t2 = Parameter("t2", Tensor::randn({2000, 32}, gen, 0.0f, 0.1f));
+    a = Parameter("a", Tensor::randn({64, 300}, 0.0f, 0.1f, gen));
+    b = Parameter("b", Tensor::randn({64, 300}, 0.0f, 0.1f, gen));
+    t1 = Parameter("t1", Tensor::randn({2000, 32}, 0.0f, 0.1f, gen));
+    t2 = Parameter("t2", Tensor::randn({2000, 32}, 0.0f, 0.1f, gen));
   }
 };
 

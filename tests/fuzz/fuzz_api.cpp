@@ -346,7 +346,7 @@ void call(World& w, Bytes& in) {
         case 0: return put(w, in, Tensor::zeros(s));
         case 1: return put(w, in, Tensor::full(s, a));
         case 2: return put(w, in, Tensor::ones(s));
-        case 3: return put(w, in, Tensor::randn(s, w.gen, a, b));
+        case 3: return put(w, in, Tensor::randn(s, a, b, w.gen));
         case 4: return put(w, in, Tensor::uniform(s, a, b, w.gen));
         case 5: return put(w, in, Tensor::scalar(a));
         default: {
