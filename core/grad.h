@@ -26,6 +26,8 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/parallel.h"
@@ -159,6 +161,18 @@ class Grad {
 
   bool empty() const { return layout_ == Layout::Empty; }
   bool is_sparse() const { return layout_ == Layout::Sparse; }
+  bool is_dense() const { return layout_ == Layout::Dense; }
+
+  // Which recorded op first made this (leaf's) gradient dense: its name ("matmul", "embedding"
+  // for a lookup with sparse = false) and node number, set by GradSink when a contribution turns
+  // the layout dense; empty op if it became dense otherwise (Grad::add by hand). Kept while the
+  // gradient lives (zero() keeps the dense layout); SparseAdam's refusal names it.
+  void set_dense_origin(std::string_view op, std::uint64_t node) {
+    dense_op_ = op;
+    dense_node_ = node;
+  }
+  const std::string& dense_op() const { return dense_op_; }
+  std::uint64_t dense_node() const { return dense_node_; }
   const Shape& shape() const { return shape_; }
   std::int64_t row_width() const;  // numel / shape[0]
 
@@ -238,6 +252,8 @@ class Grad {
   Shape shape_;
   Layout layout_ = Layout::Empty;
   Tensor dense_;
+  std::string dense_op_;  // see set_dense_origin
+  std::uint64_t dense_node_ = 0;
   mutable std::vector<Block> blocks_;  // sparse layout; normalised lazily (values unchanged)
   // for_each_row's per-chunk scratch, sized by prepare_walk() for get_num_threads() chunks.
   mutable std::vector<float> walk_scratch_;

@@ -39,14 +39,21 @@ class Parameter {
   const std::string& name() const { return impl().name; }
   void set_name(std::string name) { impl().name = std::move(name); }
   bool requires_grad() const { return impl().requires_grad; }
+  // false freezes it: ops record nothing for it and no optimizer step moves it, whatever
+  // gradient it still holds (optim/optimizer.h). Every module holding it sees the same flag.
   void set_requires_grad(bool on) { impl().requires_grad = on; }
+  Parameter& requires_grad_(bool on = true) {  // PyTorch's spelling; returns *this
+    set_requires_grad(on);
+    return *this;
+  }
 
   bool has_grad() const;   // something was accumulated since the last zero_grad(true)
   Tensor grad() const;     // densified; undefined if none
   Grad* grad_store() const { return impl().grad.get(); }  // null if none
-  // set_to_none = false (PyTorch 1.13's default) zeroes in place and keeps the layout; true
-  // drops the gradient, so an optimizer skips this Parameter until a new one arrives.
-  void zero_grad(bool set_to_none = false);
+  // set_to_none = true (the default, as in PyTorch >= 2.0) drops the gradient, so an optimizer
+  // skips this Parameter until a new one arrives; false (PyTorch 1.13's default) zeroes it in
+  // place and keeps the layout (an optimizer then still steps it: Adam from its moments, decay).
+  void zero_grad(bool set_to_none = true);
 
   // hook sees every contribution to this Parameter's gradient during backward, with the node
   // it came from, before it is added (PyTorch's leaf hooks only see the sum). Returns an id for

@@ -130,6 +130,12 @@ static Grad& grad_of(TensorImpl& t) {
   return *t.grad;
 }
 
+// A leaf's gradient that the contribution just added turned dense remembers the node (one
+// string copy per gradient, not per contribution): SparseAdam's refusal names it.
+static void note_dense_origin(Grad& grad, bool was_dense, const TensorImpl& target, const Node& node) {
+  if (!was_dense && grad.is_dense() && target.grad_fn == nullptr) grad.set_dense_origin(node.op, node.seq);
+}
+
 void GradSink::add(std::size_t i, const Tensor& g) {
   if (!wants(i)) return;
   TensorImpl& target = *node_.inputs[i];
@@ -138,7 +144,10 @@ void GradSink::add(std::size_t i, const Tensor& g) {
                                     shape_str(g.shape()), i, shape_str(target.shape)));
   if (anomaly_mode_enabled()) detail::check_gradient_finite(node_, i, g.values(), {});
   run_grad_hooks(target, GradContribution{.node = node_, .dense = &g, .rows = {}, .values = {}, .row_width = 0});
-  grad_of(target).add(g);
+  Grad& grad = grad_of(target);
+  const bool was_dense = grad.is_dense();
+  grad.add(g);
+  note_dense_origin(grad, was_dense, target, node_);
 }
 
 bool GradSink::takes_lookup(std::size_t i) const {
@@ -149,7 +158,10 @@ bool GradSink::takes_lookup(std::size_t i) const {
 
 void GradSink::add_lookup(std::size_t i, const Lookup& lookup) {
   if (!takes_lookup(i)) throw InternalError(fmt::format("{} backward: add_lookup for input {} that does not take it", node_.op, i));
-  grad_of(*node_.inputs[i]).add_lookup(lookup);
+  Grad& grad = grad_of(*node_.inputs[i]);
+  const bool was_dense = grad.is_dense();
+  grad.add_lookup(lookup);
+  note_dense_origin(grad, was_dense, *node_.inputs[i], node_);
 }
 
 void GradSink::add_rows(std::size_t i, std::span<const std::int64_t> rows, std::span<const float> values,
@@ -167,7 +179,9 @@ void GradSink::add_rows(std::size_t i, RowBlock&& block, bool sparse) {
   Grad& grad = grad_of(target);
   run_grad_hooks(target, GradContribution{.node = node_, .dense = nullptr, .rows = block.rows, .values = block.values,
                                           .row_width = grad.row_width()});
+  const bool was_dense = grad.is_dense();
   grad.add_rows(std::move(block), sparse && target.grad_fn == nullptr);
+  note_dense_origin(grad, was_dense, target, node_);
 }
 
 // The nodes root depends on, newest first (each once). Nothing is written but this thread's own

@@ -31,10 +31,11 @@ class Module {
   std::vector<Parameter> parameters() const;
   // Dotted names ("bag.weight"); a shared Parameter appears once, under its first name.
   std::vector<std::pair<std::string, Parameter>> named_parameters() const;
-  void zero_grad(bool set_to_none = false);
+  // Parameter::zero_grad on each Parameter once; set_to_none defaults to true (PyTorch >= 2.0).
+  void zero_grad(bool set_to_none = true);
   // Sets requires_grad on every Parameter (each once; submodules included), PyTorch's
-  // Module.requires_grad_: false freezes them (ops record nothing for them, optimizers skip
-  // them, having no gradient). Returns *this.
+  // Module.requires_grad_: false freezes them (ops record nothing for them, and no optimizer
+  // step moves them, even with a gradient left from before; optim/optimizer.h). Returns *this.
   Module& requires_grad_(bool on = true);
 
   void train(bool on = true);

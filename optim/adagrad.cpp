@@ -72,7 +72,7 @@ void Adagrad::initial_state(const ParamGroup<AdagradOptions>& group, StateMap& o
 
 std::optional<AdagradState> Adagrad::prepare_param(const Parameter& p, const AdagradOptions& o,
                                                    const AdagradState* current) const {
-  Grad& grad = *p.grad_store();
+  Grad& grad = *step_grad(p);
   if (grad.is_sparse()) grad.prepare_walk();  // the fused row walk
   if (current != nullptr) return std::nullopt;  // made when p joined
   return fresh_state(p, o.initial_accumulator_value);
@@ -87,7 +87,7 @@ void Adagrad::update() {
   for (auto& group : groups_) {
     const AdagradOptions& o = group.options;
     for (Parameter& p : group.params) {
-      Grad* grad = p.grad_store();
+      Grad* grad = step_grad(p);
       if (grad == nullptr) continue;
       AdagradState& st = state_at(p);  // created when p joined
       st.step += 1;

@@ -81,7 +81,7 @@ void adam_dispatch(float* p, const float* g, float* m, float* v, float* vmax, st
 // when amsgrad is on and there is none yet (the moments are then copied: amsgrad turned on
 // mid-training, a one-time cost). The sparse gradient, walked as if dense, is coalesced here.
 std::optional<AdamState> adam_prepare(const Parameter& p, bool amsgrad, const AdamState* current) {
-  Grad& grad = *p.grad_store();
+  Grad& grad = *step_grad(p);
   if (grad.is_sparse()) grad.coalesce();  // its representation, not its value
   const auto numel = static_cast<std::size_t>(p.numel());
   const bool needs_moments = current == nullptr;
@@ -117,7 +117,7 @@ void adam_param_step(Parameter& p, AdamState& st, const AdamHyper& h) {
   float* v = st.exp_avg_sq.data();
   float* vmax = h.amsgrad ? st.max_exp_avg_sq.data() : nullptr;
   for_each_dense_run(
-      *p.grad_store(), numel,
+      *step_grad(p), numel,
       [&](std::size_t at, const float* g, std::size_t n) {
         adam_dispatch<false>(data + at, g, m + at, v + at, vmax ? vmax + at : nullptr, n, s);
       },
@@ -160,7 +160,7 @@ void Adam::update() {
   for (auto& group : groups_) {
     const AdamHyper h = hyper_of(group.options, false);
     for (Parameter& p : group.params)
-      if (p.grad_store() != nullptr) adam_param_step(p, state_at(p), h);
+      if (step_grad(p) != nullptr) adam_param_step(p, state_at(p), h);
   }
 }
 
@@ -182,7 +182,7 @@ void AdamW::update() {
   for (auto& group : groups_) {
     const AdamHyper h = hyper_of(group.options, true);
     for (Parameter& p : group.params)
-      if (p.grad_store() != nullptr) adam_param_step(p, state_at(p), h);
+      if (step_grad(p) != nullptr) adam_param_step(p, state_at(p), h);
   }
 }
 

@@ -9,9 +9,16 @@
 //    unless the alias carries allow_alias();
 //  * state is keyed by Parameter identity (Parameter::id()), never kept in a vector parallel to a
 //    parameter list, so a tied table has one state however many modules hold it;
-//  * a Parameter without a gradient (`!has_grad()`, e.g. after zero_grad(true)) is skipped: no
-//    decay, no step count. A gradient that is present but all zero is processed like any other
-//    (PyTorch does the same): Adam keeps moving it from its moments, AdamW decays it, t advances;
+//  * a Parameter without a gradient (`!has_grad()`, e.g. after zero_grad(), whose default is
+//    set_to_none = true as in PyTorch >= 2.0) is skipped: no decay, no step count. A gradient
+//    that is present but all zero (zero_grad(false)) is processed like any other (PyTorch does
+//    the same): Adam keeps moving it from its moments, AdamW decays it, t advances;
+//  * a frozen Parameter (`requires_grad() == false`) is skipped the same way by every optimizer,
+//    whatever gradient it still holds (zero, or non-zero from before it was frozen): no update,
+//    no weight decay, no momentum, its state (step counts, buffers) untouched, its gradient not
+//    checked. PyTorch's optimizers only look at `p.grad is None`, so there a frozen tensor with a
+//    leftover gradient keeps moving (docs/pytorch-differences.md). Unfrozen, it trains again from
+//    the state it had;
 //  * every call is all-or-nothing, allocation failure included. step() is three phases: check
 //    (every group and gradient), prepare (allocate every state buffer and ready every gradient,
 //    throwing std::bad_alloc or hitch::Error with nothing visible changed), update (writes only;
@@ -55,6 +62,10 @@ namespace hitch::optim {
 
 std::string param_label(const Parameter& p);  // "'emb.weight'" or "(unnamed)"
 
+// The gradient a step uses for p: null if p has none or is frozen (requires_grad() == false),
+// so every check, prepare and update of every optimizer skips it. The one place that rule lives.
+inline Grad* step_grad(const Parameter& p) { return p.requires_grad() ? p.grad_store() : nullptr; }
+
 // One parameter group: its Parameters and the hyper-parameters that apply to them.
 // Adam(std::vector<ParamGroup<AdamOptions>>{{.params = {w}, .options = {.lr = 0.1}}, ...}).
 template <class Options>
@@ -95,9 +106,11 @@ class Optimizer {
   // Requires: every hyper-parameter valid, every gradient acceptable to this optimizer (checked
   // before anything is written). Ensures: each Parameter with a gradient is updated once.
   void step();
-  // Zeroes every gradient in place (keeping its layout) or, with set_to_none, drops it so the
-  // next step skips the Parameter unless a new gradient arrives.
-  void zero_grad(bool set_to_none = false);
+  // Drops every gradient (set_to_none = true, the default as in PyTorch >= 2.0), so the next
+  // step skips the Parameter unless a new gradient arrives; or, with false (PyTorch 1.13's
+  // default), zeroes it in place keeping its layout, and the next step still moves the
+  // Parameter (momentum, weight decay) unless it is frozen.
+  void zero_grad(bool set_to_none = true);
 
   const std::string& name() const { return name_; }
   virtual std::size_t num_groups() const = 0;
@@ -304,7 +317,7 @@ class OptimizerWith : public Optimizer {
     std::vector<std::pair<State*, State>> replaced;  // for state that lacks a buffer
     for (std::size_t gi = 0; gi < groups_.size(); ++gi)
       for (const Parameter& p : groups_[gi].params) {
-        if (p.grad_store() == nullptr) continue;
+        if (step_grad(p) == nullptr) continue;
         auto it = state_.find(p.id());
         State* current = it == state_.end() ? nullptr : &it->second;
         if (current != nullptr) check_step_limit(p, *current, gi);
@@ -327,7 +340,7 @@ class OptimizerWith : public Optimizer {
     for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
       const double wd = groups_[gi].options.weight_decay;
       for (const Parameter& p : groups_[gi].params) {
-        const Grad* grad = p.grad_store();
+        const Grad* grad = step_grad(p);
         if (grad != nullptr && grad->is_sparse() && wd != 0.0)
           throw Error(fmt::format("{}: weight_decay is not supported with sparse gradients, but Parameter {} has a "
                                   "sparse gradient and weight_decay = {}{}; use weight_decay = 0 or dense lookups "

@@ -58,7 +58,7 @@ void SGD::check_step() const {
 }
 
 std::optional<SGDState> SGD::prepare_param(const Parameter& p, const SGDOptions& o, const SGDState* current) const {
-  Grad& grad = *p.grad_store();
+  Grad& grad = *step_grad(p);
   if (o.momentum == 0.0) {
     if (grad.is_sparse()) grad.prepare_walk();  // the fused row walk
     return std::nullopt;
@@ -82,7 +82,7 @@ void SGD::update() {
                        o.weight_decay != 0.0,
                        o.nesterov};
     for (Parameter& p : group.params) {
-      Grad* grad = p.grad_store();
+      Grad* grad = step_grad(p);
       if (grad == nullptr) continue;  // no gradient this step: skipped entirely
       const auto numel = static_cast<std::size_t>(p.numel());
       float* data = p.data();

@@ -59,22 +59,39 @@ void SparseAdam::check_group(const ParamGroup<SparseAdamOptions>& group, const s
 
 std::optional<SparseAdamState> SparseAdam::prepare_param(const Parameter& p, const SparseAdamOptions&,
                                                          const SparseAdamState* current) const {
-  p.grad_store()->prepare_walk();  // the fused row walk (a no-op for an empty gradient)
+  step_grad(p)->prepare_walk();  // the fused row walk (a no-op for an empty gradient)
   if (current != nullptr) return std::nullopt;
   const auto numel = static_cast<std::size_t>(p.numel());
   return SparseAdamState{0, std::vector<float>(numel), std::vector<float>(numel)};
 }
 
+namespace {
+// What a dense gradient's refusal says: which node made it dense (Grad::dense_op) and what to do.
+// A lookup with sparse = false can be made sparse; any other op (a tied output projection's
+// matmul reads every row) makes the gradient dense by nature, so only Adam fits.
+std::string dense_gradient_advice(const Grad& grad) {
+  const std::string& op = grad.dense_op();
+  if (op.empty())
+    return ", but SparseAdam does not support dense gradients; please consider Adam instead (or make every lookup of "
+           "this Parameter sparse: .sparse = true)";
+  if (op == "embedding" || op == "embedding_bag")
+    return fmt::format(", made dense by node #{} ({}: a lookup with sparse = false), but SparseAdam does not support "
+                       "dense gradients; make that lookup sparse (.sparse = true) or use Adam instead",
+                       grad.dense_node(), op);
+  return fmt::format(", made dense by node #{} ({}), but SparseAdam does not support dense gradients; a {} gives every "
+                     "row a gradient, so this one is dense by nature (a tied output projection is): use Adam instead",
+                     grad.dense_node(), op, op);
+}
+}  // namespace
+
 void SparseAdam::check_step() const {
   check_all_options();
   for (std::size_t gi = 0; gi < groups_.size(); ++gi)
     for (const Parameter& p : groups_[gi].params) {
-      const Grad* grad = p.grad_store();
+      const Grad* grad = step_grad(p);  // a frozen Parameter is skipped, whatever its gradient
       if (grad != nullptr && !grad->empty() && !grad->is_sparse())
-        throw Error(fmt::format("SparseAdam: Parameter {}{} has a dense gradient, but SparseAdam does not support "
-                                "dense gradients; please consider Adam instead (or make every lookup of this "
-                                "Parameter sparse: .sparse = true)",
-                                param_label(p), group_suffix(gi)));
+        throw Error(fmt::format("SparseAdam: Parameter {}{} has a dense gradient{}", param_label(p),
+                                group_suffix(gi), dense_gradient_advice(*grad)));
     }
 }
 
@@ -82,7 +99,7 @@ void SparseAdam::update() {
   for (auto& group : groups_) {
     const SparseAdamOptions& o = group.options;
     for (Parameter& p : group.params) {
-      Grad* grad = p.grad_store();
+      Grad* grad = step_grad(p);
       if (grad == nullptr) continue;
       SparseAdamState& st = state_at(p);  // made by prepare_param
       st.step += 1;  // per Parameter, also for an empty gradient

@@ -149,14 +149,14 @@ TEST_CASE("Optimizer: a Parameter without a gradient is skipped; a zero gradient
   CHECK(b.data()[0] == 1.0f);
   CHECK(opt.state_size() == 1);
 
-  opt.zero_grad();  // set_to_none = false: zero in place, a keeps a (zero) gradient
+  opt.zero_grad(false);  // zero in place, a keeps a (zero) gradient
   REQUIRE(a.has_grad());
   const float before = a.data()[0];
   opt.step();
   CHECK(opt.state(a)->step == 2);  // t advances
   CHECK(a.data()[0] != before);    // decays and keeps moving from its moments
 
-  opt.zero_grad(true);  // dropped: the next step skips a entirely
+  opt.zero_grad();  // set_to_none = true by default (PyTorch >= 2.0): the next step skips a entirely
   CHECK_FALSE(a.has_grad());
   const float dropped = a.data()[0];
   opt.step();
@@ -164,11 +164,11 @@ TEST_CASE("Optimizer: a Parameter without a gradient is skipped; a zero gradient
   CHECK(a.data()[0] == dropped);
 }
 
-TEST_CASE("Optimizer: zero_grad keeps a sparse gradient sparse with no rows") {
+TEST_CASE("Optimizer: zero_grad(false) keeps a sparse gradient sparse with no rows") {
   Parameter w = make("w", {1, 2, 3, 4});
   SGD opt({w});
   set_sparse_grad(w, {1}, {1, 1});
-  opt.zero_grad();
+  opt.zero_grad(false);
   REQUIRE(w.grad_store() != nullptr);
   CHECK(w.grad_store()->is_sparse());
   CHECK(w.grad_store()->rows().empty());

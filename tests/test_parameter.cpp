@@ -90,7 +90,10 @@ TEST_CASE("Module: train/eval reach submodules; zero_grad reaches every Paramete
   m.train();
   CHECK(m.right.is_training());
   backward(sum(mul(m.left.a, m.own)));
-  m.zero_grad(true);
+  m.zero_grad(false);
+  REQUIRE(m.left.a.has_grad());
+  CHECK(m.left.a.grad().to_vector() == std::vector<float>{0.0f});
+  m.zero_grad();  // set_to_none = true by default (PyTorch >= 2.0)
   CHECK_FALSE(m.left.a.has_grad());
   CHECK_FALSE(m.own.has_grad());
 }

@@ -31,11 +31,11 @@ TEST_CASE("tape: gradients accumulate across backward calls until zero_grad") {
   backward(sum(mul(w, 3.0f)));
   CHECK(w.grad().at({0}) == 6.0f);
   Tensor kept = w.grad();
-  w.zero_grad();
+  w.zero_grad(/*set_to_none=*/false);
   CHECK(w.has_grad());
   CHECK(w.grad().at({1}) == 0.0f);
   CHECK(kept.is_same(w.grad()));  // zeroed in place: the same gradient tensor
-  w.zero_grad(/*set_to_none=*/true);
+  w.zero_grad();  // set_to_none = true by default (PyTorch >= 2.0)
   CHECK_FALSE(w.has_grad());
   CHECK_FALSE(w.grad().defined());
 }
