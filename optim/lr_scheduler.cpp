@@ -1,14 +1,17 @@
 // hitch/optim/lr_scheduler.cpp: StepLR and CosineAnnealingLR (see lr_scheduler.h).
 #include "optim/lr_scheduler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <string>
+#include <utility>
 
 #include <fmt/format.h>
 
 namespace hitch::optim {
 
-LRScheduler::LRScheduler(Optimizer& optimizer) : optimizer_(optimizer) {
+LRScheduler::LRScheduler(Optimizer& optimizer, std::string name) : optimizer_(optimizer), name_(std::move(name)) {
   for (std::size_t g = 0; g < optimizer.num_groups(); ++g) base_lrs_.push_back(optimizer.lr(g));
 }
 
@@ -27,11 +30,57 @@ void LRScheduler::apply(std::int64_t epoch) {
 
 void LRScheduler::step() { apply(last_epoch_ + 1); }
 
+LRSchedulerState LRScheduler::state_dict() const { return {name_, hyper(), last_epoch_, base_lrs_}; }
+
+void LRScheduler::check_state_dict(const LRSchedulerState& state) const {
+  const std::string who = name_ + ".load_state_dict";
+  if (state.kind != name_)
+    throw Error(fmt::format("{}: the state was saved from a {}, but this scheduler is a {}", who, state.kind, name_));
+  const std::map<std::string, double> mine = hyper();
+  if (state.hyper != mine) {
+    // Every hyper-parameter that differs, by name (bitwise: 0.1 and 0.1000000001 differ).
+    std::vector<std::string> diffs;
+    for (const auto& [key, value] : mine) {
+      auto it = state.hyper.find(key);
+      if (it == state.hyper.end())
+        diffs.push_back(fmt::format("no {} in the state ({} here)", key, value));
+      else if (!(it->second == value))
+        diffs.push_back(fmt::format("{} = {} in the state, {} here", key, it->second, value));
+    }
+    for (const auto& [key, value] : state.hyper)
+      if (mine.count(key) == 0)
+        diffs.push_back(fmt::format("{} = {} in the state, which a {} does not have", key, value, name_));
+    std::string text;
+    for (const std::string& d : diffs) text += (text.empty() ? "" : "; ") + d;
+    throw Error(fmt::format("{}: the state was saved with other hyper-parameters: {}", who, text));
+  }
+  if (state.last_epoch < 0 || state.last_epoch > kMaxStep)
+    throw Error(fmt::format("{}: last_epoch = {} is out of range (valid: [0, 2^53])", who, state.last_epoch));
+  if (state.base_lrs.size() != base_lrs_.size())
+    throw Error(fmt::format("{}: the state has {} base_lrs, but this scheduler has {} (one per parameter group)", who,
+                            state.base_lrs.size(), base_lrs_.size()));
+  for (std::size_t g = 0; g < state.base_lrs.size(); ++g)
+    check_hyper(who, fmt::format("base_lrs[{}]", g), state.base_lrs[g], kNonNegative, "");
+}
+
+void LRScheduler::load_state_dict(const LRSchedulerState& state) {
+  check_state_dict(state);
+  // Nothing below throws or allocates: base_lrs_ and last_lr_ already have one value per group
+  // (the check above), so load_checkpoint can call this after the optimizer's restore.
+  std::copy(state.base_lrs.begin(), state.base_lrs.end(), base_lrs_.begin());
+  for (std::size_t g = 0; g < base_lrs_.size(); ++g) last_lr_[g] = lr_at(g, state.last_epoch);
+  last_epoch_ = state.last_epoch;
+}
+
 StepLR::StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma)
-    : LRScheduler(optimizer), step_size_(step_size), gamma_(gamma) {
+    : LRScheduler(optimizer, "StepLR"), step_size_(step_size), gamma_(gamma) {
   if (step_size < 1) throw Error(fmt::format("StepLR: step_size must be >= 1, but got {}", step_size));
   check_hyper("StepLR", "gamma", gamma, kNonNegative, "");
   apply(0);
+}
+
+std::map<std::string, double> StepLR::hyper() const {
+  return {{"step_size", static_cast<double>(step_size_)}, {"gamma", gamma_}};
 }
 
 double StepLR::lr_at(std::size_t group, std::int64_t epoch) const {
@@ -39,10 +88,14 @@ double StepLR::lr_at(std::size_t group, std::int64_t epoch) const {
 }
 
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min)
-    : LRScheduler(optimizer), t_max_(T_max), eta_min_(eta_min) {
+    : LRScheduler(optimizer, "CosineAnnealingLR"), t_max_(T_max), eta_min_(eta_min) {
   if (T_max < 1) throw Error(fmt::format("CosineAnnealingLR: T_max must be >= 1, but got {}", T_max));
   check_hyper("CosineAnnealingLR", "eta_min", eta_min, kNonNegative, "");
   apply(0);
+}
+
+std::map<std::string, double> CosineAnnealingLR::hyper() const {
+  return {{"T_max", static_cast<double>(t_max_)}, {"eta_min", eta_min_}};
 }
 
 double CosineAnnealingLR::lr_at(std::size_t group, std::int64_t epoch) const {

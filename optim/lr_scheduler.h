@@ -7,15 +7,34 @@
 // the scheduler was built. As in PyTorch, construction sets the epoch-0 lr, step() is called
 // after optimizer.step(), and the cosine keeps going past T_max (period 2 T_max). Because the
 // closed form is used, an lr changed by hand between steps is overwritten at the next step()
-// (PyTorch's chainable form would build on it). Left out: last_epoch resume, state_dict.
+// (PyTorch's chainable form would build on it).
+// State: state_dict() / load_state_dict() carry what the closed forms need, PyTorch's names:
+// last_epoch, base_lrs and the kind's own hyper-parameters (checked on load, never taken from the
+// state: a StepLR state loaded into a CosineAnnealingLR, or one saved with another step_size,
+// is refused naming them; PyTorch's load_state_dict would silently overwrite the attributes).
+// _last_lr is not stored: it is lr_at(group, last_epoch), recomputed bit for bit. Like PyTorch's,
+// loading does not touch the optimizer's lrs (its own state restores them; load_checkpoint does
+// both). Left out: last_epoch passed to the constructor (load a state instead), chaining.
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "optim/optimizer.h"
 
 namespace hitch::optim {
+
+// A scheduler's state, as PyTorch's scheduler.state_dict() holds it (its attribute names): the
+// kind ("StepLR"), its hyper-parameters ({"step_size": 30, "gamma": 0.1} or {"T_max": 10,
+// "eta_min": 0}; integer ones as doubles, exact up to 2^53), last_epoch and one base_lr per group.
+struct LRSchedulerState {
+  std::string kind;
+  std::map<std::string, double> hyper;
+  std::int64_t last_epoch = 0;
+  std::vector<double> base_lrs;
+};
 
 // The optimizer must outlive the scheduler and keep its number of groups.
 class LRScheduler {
@@ -30,15 +49,29 @@ class LRScheduler {
   const std::vector<double>& get_last_lr() const { return last_lr_; }
   std::int64_t last_epoch() const { return last_epoch_; }
   const std::vector<double>& base_lrs() const { return base_lrs_; }
+  const std::string& name() const { return name_; }  // "StepLR", "CosineAnnealingLR"
+
+  LRSchedulerState state_dict() const;
+  // Requires: state.kind is this scheduler's kind, state.hyper holds exactly its hyper-parameters
+  // with its values, last_epoch in [0, 2^53], one base_lr per group of the optimizer, each finite
+  // and >= 0 (otherwise a hitch::Error "<kind>.load_state_dict: ..." naming the field, and
+  // nothing changes). Ensures: last_epoch, base_lrs and get_last_lr() are the saved scheduler's,
+  // so the following step()s set the lrs it would have set. The optimizer's lrs are not touched.
+  void load_state_dict(const LRSchedulerState& state);
+  // The checks of load_state_dict alone (load_checkpoint runs them before it writes anything).
+  void check_state_dict(const LRSchedulerState& state) const;
 
  protected:
-  explicit LRScheduler(Optimizer& optimizer);
+  LRScheduler(Optimizer& optimizer, std::string name);
+  // The kind's hyper-parameters, as state_dict() stores them.
+  virtual std::map<std::string, double> hyper() const = 0;
   // Sets the lrs for epoch, then last_epoch_ = epoch (derived constructors: 0; step(): +1).
   void apply(std::int64_t epoch);
   virtual double lr_at(std::size_t group, std::int64_t epoch) const = 0;
 
  private:
   Optimizer& optimizer_;
+  std::string name_;
   std::vector<double> base_lrs_;
   std::vector<double> last_lr_;
   std::int64_t last_epoch_ = 0;
@@ -50,6 +83,7 @@ class StepLR : public LRScheduler {
   StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma = 0.1);
 
  protected:
+  std::map<std::string, double> hyper() const override;
   double lr_at(std::size_t group, std::int64_t epoch) const override;
 
  private:
@@ -63,6 +97,7 @@ class CosineAnnealingLR : public LRScheduler {
   CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min = 0.0);
 
  protected:
+  std::map<std::string, double> hyper() const override;
   double lr_at(std::size_t group, std::int64_t epoch) const override;
 
  private:
