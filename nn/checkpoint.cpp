@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -78,11 +79,17 @@ struct ParamWrite {
   std::span<const std::byte> bytes;
 };
 
-std::vector<ParamWrite> match_module(const std::string& who, const Safetensors& st, const ModuleNames& names) {
-  std::map<std::string, const SafetensorsEntry*> tensors;  // the module section of the file
-  for (const SafetensorsEntry& e : st.tensors)
-    if (!reserved(e.name)) tensors.emplace(e.name, &e);
-  std::map<std::string, std::string> file_ties;  // further name -> stored name
+struct ModuleWrite {
+  std::vector<ParamWrite> writes;
+  IncompatibleKeys keys;  // missing and unexpected keys (a non-strict load returns them)
+};
+
+std::string dtype_shape(const SafetensorsEntry& e) { return e.dtype + " " + shape_str(e.shape); }
+
+// hitch's own ties: "hitch.tie.<further name>" -> stored name.
+std::map<std::string, std::string> hitch_ties(const std::string& who, const Safetensors& st,
+                                              const std::map<std::string, const SafetensorsEntry*>& tensors) {
+  std::map<std::string, std::string> ties;
   for (const auto& [key, target] : st.metadata) {
     if (!key.starts_with(kTiePrefix)) continue;
     const std::string alias = key.substr(kTiePrefix.size());
@@ -91,19 +98,76 @@ std::vector<ParamWrite> match_module(const std::string& who, const Safetensors& 
                               target));
     if (tensors.count(alias) != 0)
       throw Error(fmt::format("{}: the file holds '{}' both as a tensor and as a tie of '{}'", who, alias, target));
-    file_ties.emplace(alias, target);
+    ties.emplace(alias, target);
   }
+  return ties;
+}
+
+// The aliases of a file another tool wrote (safetensors.torch.save_model: "<removed name>":
+// "<kept name>"). An entry is an alias when its key is a name of the module or its value names a
+// tensor of the file; other entries ("format": "pt", notes) are left alone. Each alias must name
+// a stored Parameter tensor directly; an alias whose name is also stored must agree with it
+// bitwise (then it adds nothing and is dropped).
+std::map<std::string, std::string> foreign_ties(const std::string& who, const Safetensors& st,
+                                                const std::map<std::string, const SafetensorsEntry*>& tensors,
+                                                const ModuleNames& names) {
+  std::set<std::string> module_names;
+  for (const auto& [first, p] : names.first)
+    for (const std::string& n : names.all_names(first)) module_names.insert(n);
+  auto is_alias = [&](const std::string& key, const std::string& value) {
+    return !key.starts_with("hitch.") && key != value && (module_names.count(key) != 0 || st.find(value) != nullptr);
+  };
+  std::map<std::string, std::string> ties;
+  for (const auto& [key, value] : st.metadata) {
+    if (!is_alias(key, value)) continue;
+    if (auto next = st.metadata.find(value); next != st.metadata.end() && is_alias(value, next->second))
+      throw Error(fmt::format("{}: the metadata maps '{}' to '{}', which it maps on to '{}': an alias chain (each "
+                              "alias must name a stored tensor directly, as save_model writes them)",
+                              who, key, value, next->second));
+    auto target = tensors.find(value);
+    if (target == tensors.end()) {
+      const std::string what = st.find(value) != nullptr        ? "optimizer or generator state, not a Parameter"
+                               : value == "__metadata__"        ? "the header's metadata, not a tensor"
+                               : st.metadata.count(value) != 0 ? "a metadata key, not a tensor"
+                                                                : "not a tensor in the file";
+      throw Error(fmt::format("{}: the metadata maps '{}' to '{}', which is {}", who, key, value, what));
+    }
+    if (auto same = tensors.find(key); same != tensors.end()) {
+      const SafetensorsEntry& a = *same->second;
+      const SafetensorsEntry& b = *target->second;
+      const std::string diff = a.dtype != b.dtype || a.shape != b.shape
+                                   ? fmt::format("of {}, where '{}' is {}", dtype_shape(a), value, dtype_shape(b))
+                                   : detail::first_difference(a.bytes, b.bytes);
+      if (!diff.empty())
+        throw Error(fmt::format("{}: the metadata maps '{}' to '{}', but the file also holds '{}' as a tensor {}", who,
+                                key, value, key,
+                                diff.starts_with("of ") ? diff : "whose values differ (" + diff + ")"));
+      continue;  // the same tensor twice: (d) covers it
+    }
+    ties.emplace(key, value);
+  }
+  return ties;
+}
+
+ModuleWrite match_module(const std::string& who, const Safetensors& st, const ModuleNames& names, bool strict) {
+  std::map<std::string, const SafetensorsEntry*> tensors;  // the module section of the file
+  for (const SafetensorsEntry& e : st.tensors)
+    if (!reserved(e.name)) tensors.emplace(e.name, &e);
+  const std::map<std::string, std::string> file_ties = st.metadata.count("hitch.checkpoint") != 0
+                                                           ? hitch_ties(who, st, tensors)
+                                                           : foreign_ties(who, st, tensors, names);
   std::map<std::string, detail::StoredTensor> stored;
-  for (const auto& [name, e] : tensors) stored.emplace(name, detail::StoredTensor{e->dtype, e->shape});
+  for (const auto& [name, e] : tensors) stored.emplace(name, detail::StoredTensor{e->dtype, e->shape, e->bytes});
   detail::TieMatch m = detail::match_ties(names, stored, file_ties, "the file");
   for (const SafetensorsEntry& e : st.tensors)
     if (e.name.starts_with(kGeneratorPrefix) && e.name != "generator.state" && e.name != "generator.spare")
       m.unexpected.push_back(e.name);
-  if (const std::string problems = m.problems(); !problems.empty())
+  if (const std::string problems = m.problems(strict); !problems.empty())
     throw Error(who + " does not match the module: " + problems);
-  std::vector<ParamWrite> writes;
-  for (const auto& [p, name] : m.writes) writes.push_back({p, tensors.at(name)->bytes});
-  return writes;
+  ModuleWrite out;
+  for (const auto& [p, name] : m.writes) out.writes.push_back({p, tensors.at(name)->bytes});
+  out.keys = {m.missing, m.unexpected};
+  return out;
 }
 
 struct GeneratorWrite {
@@ -170,13 +234,18 @@ OptimizerWrite match_optimizer(const std::string& who, const Safetensors& st, co
     out.lrs.push_back(parse_number<double>(who, key, metadata_value(who, st, key)));
   }
 
-  std::map<std::string, Parameter> mine;  // the optimizer's Parameters by module name
+  // The optimizer's Parameters under EVERY module name, so a tied Parameter's state is found
+  // whichever of its names the saving module listed first.
+  std::map<std::string, Parameter> mine;
   for (std::size_t g = 0; g < opt.num_groups(); ++g)
-    for (const Parameter& p : opt.params(g)) mine.emplace(names.name_of.at(p.id()), p);
+    for (const Parameter& p : opt.params(g))
+      for (const std::string& n : names.all_names(names.name_of.at(p.id()))) mine.emplace(n, p);
   const std::vector<optim::StateField> fields = opt.state_fields();
   std::vector<std::string> field_names, problems;
   for (const auto& f : fields) field_names.push_back(f.name);
-  std::map<std::string, optim::StateRecord> by_name;
+  std::map<std::string, optim::StateRecord> by_name;     // by the name the file uses
+  std::map<const void*, std::string> name_in_file;       // Parameter -> that name
+  std::set<std::string> reported;
   for (const SafetensorsEntry& e : st.tensors) {
     if (!e.name.starts_with(kOptimPrefix)) continue;
     const std::string rest = e.name.substr(kOptimPrefix.size());
@@ -187,6 +256,14 @@ OptimizerWrite match_optimizer(const std::string& who, const Safetensors& st, co
     auto f = std::find_if(fields.begin(), fields.end(), [&](const optim::StateField& x) { return x.name == fname; });
     if (p == mine.end()) {
       problems.push_back(fmt::format("'{}' names '{}', which is not a Parameter of the optimizer", e.name, pname));
+      continue;
+    }
+    const auto [seen, fresh] = name_in_file.emplace(p->second.id(), pname);
+    if (!fresh && seen->second != pname) {
+      if (reported.insert(pname).second)
+        problems.push_back(fmt::format("the file holds state for {} under two of its names, '{}{}' and '{}{}'",
+                                       names.label(names.name_of.at(p->second.id())), kOptimPrefix, seen->second,
+                                       kOptimPrefix, pname));
     } else if (f == fields.end()) {
       problems.push_back(fmt::format("'{}': {} keeps no field '{}' (its fields: {})", e.name, kind, fname,
                                      join(field_names, ", ")));
@@ -215,6 +292,36 @@ OptimizerWrite match_optimizer(const std::string& who, const Safetensors& st, co
   }
   if (!problems.empty()) throw Error(who + ": the optimizer state does not match: " + join(problems, "; "));
   return out;
+}
+
+constexpr std::string_view kSchedulerKey = "hitch.scheduler";
+
+// The scheduler's state from "hitch.scheduler*" metadata, checked by the scheduler itself (kind,
+// hyper-parameters, last_epoch, base_lrs) before anything is written.
+optim::LRSchedulerState match_scheduler(const std::string& who, const Safetensors& st,
+                                        const optim::LRScheduler& scheduler) {
+  auto kind = st.metadata.find(std::string(kSchedulerKey));
+  if (kind == st.metadata.end())
+    throw Error(who + ": the file has no LR scheduler state; it was saved without a scheduler");
+  optim::LRSchedulerState state;
+  state.kind = kind->second;
+  const std::string prefix = std::string(kSchedulerKey) + ".";
+  const std::string epoch_key = prefix + "last_epoch", groups_key = prefix + "groups", lr_prefix = prefix + "base_lrs.";
+  state.last_epoch = parse_number<std::int64_t>(who, epoch_key, metadata_value(who, st, epoch_key));
+  const auto groups = parse_number<std::size_t>(who, groups_key, metadata_value(who, st, groups_key));
+  for (std::size_t g = 0; g < groups; ++g) {  // stops at the first missing key: no huge allocation
+    const std::string key = lr_prefix + std::to_string(g);
+    state.base_lrs.push_back(parse_number<double>(who, key, metadata_value(who, st, key)));
+  }
+  for (const auto& [key, value] : st.metadata)
+    if (key.starts_with(prefix) && key != epoch_key && key != groups_key && !key.starts_with(lr_prefix))
+      state.hyper[key.substr(prefix.size())] = parse_number<double>(who, key, value);
+  try {
+    scheduler.check_state_dict(state);
+  } catch (const Error& e) {
+    throw Error(who + ": " + e.what());
+  }
+  return state;
 }
 
 }  // namespace
@@ -254,6 +361,16 @@ void save_checkpoint(const std::string& path, const Module& module, const Checkp
         narrow.push_back({prefix + field, "F32", p.shape(), bytes_of(values.data(), values.size())});
     }
   }
+  if (parts.scheduler != nullptr) {
+    const optim::LRSchedulerState state = parts.scheduler->state_dict();
+    const std::string prefix = std::string(kSchedulerKey) + ".";
+    metadata[std::string(kSchedulerKey)] = state.kind;
+    metadata[prefix + "last_epoch"] = std::to_string(state.last_epoch);
+    metadata[prefix + "groups"] = std::to_string(state.base_lrs.size());
+    for (std::size_t g = 0; g < state.base_lrs.size(); ++g)
+      metadata[fmt::format("{}base_lrs.{}", prefix, g)] = fmt::format("{}", state.base_lrs[g]);  // shortest exact
+    for (const auto& [key, value] : state.hyper) metadata[prefix + key] = fmt::format("{}", value);
+  }
   std::array<std::uint64_t, 4> gen_state{};
   double spare = 0.0;
   if (parts.generator != nullptr) {
@@ -273,13 +390,14 @@ void save_checkpoint(const std::string& path, const Module& module, const Checkp
   write_file_atomically("save_checkpoint", path, header, wide);
 }
 
-void load_checkpoint(const std::string& path, Module& module, const CheckpointParts& parts) {
+IncompatibleKeys load_checkpoint(const std::string& path, Module& module, const CheckpointParts& parts,
+                                 bool strict) {
   const std::vector<std::byte> bytes = read_whole_file("load_checkpoint", path);
-  load_checkpoint_from_bytes(bytes, module, parts, "'" + path + "'");
+  return load_checkpoint_from_bytes(bytes, module, parts, "'" + path + "'", strict);
 }
 
-void load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module, const CheckpointParts& parts,
-                                std::string_view source) {
+IncompatibleKeys load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
+                                            const CheckpointParts& parts, std::string_view source, bool strict) {
   const std::string who = fmt::format("load_checkpoint: {}", source);
   Safetensors st;
   try {
@@ -288,15 +406,18 @@ void load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
     throw Error(who + ": " + e.what());
   }
   const ModuleNames names = module_names(who, module);
-  const std::vector<ParamWrite> writes = match_module(who, st, names);
+  ModuleWrite module_write = match_module(who, st, names, strict);
   std::optional<GeneratorWrite> gen;
   if (parts.generator != nullptr) gen = match_generator(who, st);
   std::optional<OptimizerWrite> opt;
   if (parts.optimizer != nullptr) opt = match_optimizer(who, st, names, *parts.optimizer);
+  std::optional<optim::LRSchedulerState> sched;
+  if (parts.scheduler != nullptr) sched = match_scheduler(who, st, *parts.scheduler);
 
   // Everything matched: write. The optimizer first, as it can still refuse (an lr or a state
   // value out of range, or no memory for the new state); restore() is all-or-nothing, and
-  // nothing after it can fail.
+  // nothing after it can fail (the scheduler's state was checked above, and loading it copies
+  // into vectors of the size they already have).
   if (opt) {
     try {
       parts.optimizer->restore(opt->lrs, opt->records);
@@ -304,7 +425,7 @@ void load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
       throw Error(who + ": " + e.what());
     }
   }
-  for (const ParamWrite& w : writes) {
+  for (const ParamWrite& w : module_write.writes) {
     Parameter p = w.p;
     if (!w.bytes.empty()) std::memcpy(p.data(), w.bytes.data(), w.bytes.size());
     p.bump_version();
@@ -313,6 +434,8 @@ void load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
     parts.generator->set_state(gen->state);
     parts.generator->set_spare(gen->spare);
   }
+  if (sched) parts.scheduler->load_state_dict(*sched);
+  return std::move(module_write.keys);
 }
 
 }  // namespace hitch::nn

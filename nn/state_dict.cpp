@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <set>
+#include <span>
 #include <vector>
 
 #include <fmt/format.h>
@@ -12,6 +13,14 @@
 #include "nn/tie_match.h"
 
 namespace hitch::nn {
+
+namespace {
+
+std::span<const std::byte> as_bytes(const Tensor& t) {
+  return std::as_bytes(t.values());
+}
+
+}  // namespace
 
 StateDict state_dict(const Module& module) {
   const detail::ModuleNames names = detail::module_names(module);
@@ -22,7 +31,7 @@ StateDict state_dict(const Module& module) {
   return sd;
 }
 
-void load_state_dict(Module& module, const StateDict& sd) {
+IncompatibleKeys load_state_dict(Module& module, const StateDict& sd, bool strict) {
   for (const auto& [alias, target] : sd.ties) {
     if (sd.tensors.count(target) == 0)
       throw Error(fmt::format("load_state_dict: the state dict ties '{}' to '{}', which is not one of its tensors",
@@ -34,9 +43,9 @@ void load_state_dict(Module& module, const StateDict& sd) {
   const detail::ModuleNames names = detail::module_names(module);
   std::map<std::string, detail::StoredTensor> stored;
   for (const auto& [name, t] : sd.tensors)
-    stored.emplace(name, t.defined() ? detail::StoredTensor{"F32", t.shape()} : detail::StoredTensor{});
+    stored.emplace(name, t.defined() ? detail::StoredTensor{"F32", t.shape(), as_bytes(t)} : detail::StoredTensor{});
   const detail::TieMatch m = detail::match_ties(names, stored, sd.ties, "the state dict");
-  if (const std::string problems = m.problems(); !problems.empty())
+  if (const std::string problems = m.problems(strict); !problems.empty())
     throw Error("load_state_dict: the state dict does not match the module: " + problems);
 
   // A hand-built StateDict may hold the module's own storages, even under swapped names
@@ -57,6 +66,7 @@ void load_state_dict(Module& module, const StateDict& sd) {
     if (src.numel() > 0) std::memmove(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(float));
     dst.bump_version();
   }
+  return {m.missing, m.unexpected};
 }
 
 }  // namespace hitch::nn

@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "checkpoint_model.h"
 #include "hitch.h"
 
@@ -133,7 +135,9 @@ TEST_CASE("checkpoint: the file's ties must be the module's ties, and nothing ch
   CHECK_THROWS_WITH_AS(nn::load_checkpoint(dir.file("untied.safetensors"), tied_target),
                        ("load_checkpoint: '" + dir.file("untied.safetensors") +
                            "' does not match the module: 'emb.weight' and 'bag.weight' are one Parameter in the "
-                           "module, but two tensors in the file").c_str(),
+                           "module, but two tensors in the file whose values differ " +
+                           fmt::format("(element 0: {} and {})", untied.emb.weight.data()[0], untied.bag.weight.data()[0]))
+                           .c_str(),
                        Error);
   // The order of the tied names does not matter: a module listing bag first reads the same file.
   struct BagFirst : nn::Module {

@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include <fmt/format.h>
+
 #include "core/tape.h"
 #include "nn/nn.h"
 #include "ops/ops.h"
@@ -272,8 +274,11 @@ TEST_CASE("state_dict: every mismatch is reported together and nothing changes")
   const hitch_test::StateSnapshot tied_before(tied.parameters(), nullptr, nullptr);
   const hitch_test::StateSnapshot untied_before(untied.parameters(), nullptr, nullptr);
   CHECK_THROWS_WITH_AS(nn::load_state_dict(tied, from_untied),
-                       "load_state_dict: the state dict does not match the module: 'emb.weight' and 'head.weight' are "
-                       "one Parameter in the module, but two tensors in the state dict",
+                       fmt::format("load_state_dict: the state dict does not match the module: 'emb.weight' and "
+                                   "'head.weight' are one Parameter in the module, but two tensors in the state dict "
+                                   "whose values differ (element 0: {} and {})",
+                                   untied.emb.weight.data()[0], untied.head.weight.data()[0])
+                           .c_str(),
                        Error);
   CHECK_THROWS_WITH_AS(nn::load_state_dict(untied, from_tied),
                        "load_state_dict: the state dict does not match the module: the state dict ties 'emb.weight' "
