@@ -91,7 +91,10 @@ bool will_record(std::span<const Tensor> inputs) {
 
 bool record(std::string op, std::span<const Tensor> inputs, Tensor& out, BackwardFn backward,
             std::span<const Tensor> saved) {
-  if (!will_record(inputs)) return false;
+  const bool records = will_record(inputs);
+  // Anomaly mode checks every op's output, recorded or not, before anything is recorded.
+  if (anomaly_mode_enabled()) detail::check_forward_finite(op, inputs, out, records ? tape.next_seq : 0);
+  if (!records) return false;
   auto node = std::make_shared<Node>();
   node->op = std::move(op);
   node->seq = tape.next_seq++;
@@ -242,6 +245,7 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
       throw Error(fmt::format("backward: grad_output has shape {} but the output has shape {}",
                               shape_str(grad_output.shape()), shape_str(root.shape)));
     seed = grad_output;
+    if (anomaly_mode_enabled()) detail::check_grad_output_finite(grad_output);
   }
   if (!root.grad_fn) {  // backward on a leaf: d leaf / d leaf = 1
     grad_of(root).add(seed);
@@ -252,11 +256,13 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
 
   grad_of(root).add(seed);
   NoGradGuard no_grad;  // ops used inside backward functions must not record
+  detail::ForwardCheckPause no_forward_check;  // nor be checked as forward ops (anomaly mode)
   try {
     for (const auto& n : reached) {
       auto out = n->output.lock();
       if (!out || !out->grad || out->grad->empty()) continue;
       const Tensor g = out->grad->dense();
+      if (anomaly_mode_enabled()) detail::check_incoming_gradient_finite(*n, g);
       out->grad.reset();  // an intermediate's gradient lives only until its node ran
       GradSink sink(*n);
       n->backward(g, sink);

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/ops.h"
 
@@ -203,7 +204,10 @@ void for_each_index3(const Broadcast& p, F&& f) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("add", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x + y; });
-  if (!will_record({a, b})) return out;
+  if (!will_record({a, b})) {
+    check_forward("add", {a, b}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
+    return out;
+  }
   record("add", {a, b}, out, [p = std::move(p), sa = a.shape(), sb = b.shape()](const Tensor& g, GradSink& sink) {
     const float* G = g.data();
     auto pass = [G](i64 io, i64, i64) { return G[io]; };
@@ -217,7 +221,10 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("sub", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x - y; });
-  if (!will_record({a, b})) return out;
+  if (!will_record({a, b})) {
+    check_forward("sub", {a, b}, out);
+    return out;
+  }
   record("sub", {a, b}, out, [p = std::move(p), sa = a.shape(), sb = b.shape()](const Tensor& g, GradSink& sink) {
     const float* G = g.data();
     if (sink.wants(0)) sink.add(0, sa == g.shape() ? g : reduce_grad(p, 0, sa, [G](i64 io, i64, i64) { return G[io]; }));
@@ -230,7 +237,10 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("mul", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x * y; });
-  if (!will_record({a, b})) return out;
+  if (!will_record({a, b})) {
+    check_forward("mul", {a, b}, out);
+    return out;
+  }
   const Tensor av = a.detach(), bv = b.detach();
   record(
       "mul", {a, b}, out,
@@ -247,7 +257,10 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 Tensor div(const Tensor& a, const Tensor& b) {
   Broadcast p = plan_broadcast("div", a.shape(), b.shape());
   Tensor out = forward(p, a, b, [](float x, float y) { return x / y; });
-  if (!will_record({a, b})) return out;
+  if (!will_record({a, b})) {
+    check_forward("div", {a, b}, out);
+    return out;
+  }
   const Tensor av = a.detach(), bv = b.detach();
   record(
       "div", {a, b}, out,
@@ -269,6 +282,7 @@ Tensor add(const Tensor& a, float s) {
   const float* x = a.data();
   float* o = out.data();
   for (i64 i = 0, n = a.numel(); i < n; ++i) o[i] = x[i] + s;
+  const AnomalyExtraInput scalar(s);  // a non-finite s is the caller's, not this op's doing
   record("add_scalar", {a}, out, [](const Tensor& g, GradSink& sink) { sink.add(0, g); });
   return out;
 }
@@ -279,6 +293,7 @@ Tensor mul(const Tensor& a, float s) {
   const float* x = a.data();
   float* o = out.data();
   for (i64 i = 0, n = a.numel(); i < n; ++i) o[i] = x[i] * s;
+  const AnomalyExtraInput scalar(s);  // a non-finite s is the caller's, not this op's doing
   record("mul_scalar", {a}, out, [s](const Tensor& g, GradSink& sink) {
     Tensor ga = Tensor::empty(g.shape());
     const float* G = g.data();
@@ -323,7 +338,10 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
     float* o = out.data();
     for_each_index3(p, [&](i64 io, i64 ia, i64 ib, i64 ic) { o[io] = c[ic] != 0.0f ? x[ia] : y[ib]; });
   }
-  if (!will_record({a, b})) return out;
+  if (!will_record({a, b})) {
+    check_forward("where", {a, b}, out);
+    return out;
+  }
   const Tensor cv = condition.detach();
   record(
       "where", {a, b}, out,
@@ -369,7 +387,11 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, float value) {
                             shape_str(ms), shape_str(as)));
   Broadcast p = plan_broadcast("masked_fill", as, ms);
   Tensor out = forward(p, a, mask, [value](float x, float m) { return m != 0.0f ? value : x; });
-  if (!will_record({a})) return out;
+  const AnomalyExtraInput fill(value);  // masked_fill(-inf) for attention is intended, not blamed
+  if (!will_record({a})) {
+    check_forward("masked_fill", {a}, out);
+    return out;
+  }
   const Tensor mv = mask.detach();
   record(
       "masked_fill", {a}, out,

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/embedding.h"
 #include "ops/embedding_detail.h"
@@ -197,7 +198,10 @@ Tensor embedding(const IndexTensor& indices, const Tensor& weight, const Embeddi
   detail::gather_rows(weight.data(), indices.values(), static_cast<std::size_t>(dim), out.data());
 
   // 4. Record: the backward keeps the indices, never the weight.
-  if (!will_record({weight})) return out;
+  if (!will_record({weight})) {
+    check_forward("embedding", {weight}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
+    return out;
+  }
   EmbeddingSaved saved{.indices = {indices.values().begin(), indices.values().end()},
                        .dim = dim,
                        .num_rows = num_rows,

@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include "core/parallel.h"
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/embedding.h"
 #include "ops/embedding_detail.h"
@@ -418,7 +419,10 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
     weighted_bags_forward(s, weight.data(), psw.defined() ? psw.data() : nullptr, out.data(), s.denom);
   }
 
-  if (!will_record({weight, psw})) return out;  // a forward-only call never copies the indices
+  if (!will_record({weight, psw})) {  // a forward-only call never copies the indices
+    check_forward(kOp, {weight, psw}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
+    return out;
+  }
   s.input.assign(input.values().begin(), input.values().end());
   s.forward_input = nullptr;  // the caller's indices may be gone by the time backward runs
   if (psw.defined()) {

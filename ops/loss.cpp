@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/exp_kernel.h"
 #include "ops/ops.h"
@@ -123,6 +124,8 @@ Tensor log_softmax(const Tensor& a, std::int64_t dim) {
           sink.add(0, ga);
         },
         {out});
+  } else {
+    check_forward("log_softmax", {a}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }
@@ -245,6 +248,7 @@ Tensor class_loss(const char* op, const Tensor& input, const IndexTensor& target
     out = Tensor::scalar(static_cast<float>(reduction == Reduction::Sum ? total : total / divisor));
   }
 
+  const AnomalyExtraInput class_weights(o.weight);  // anomaly mode: an Inf weight is the caller's
   if (will_record({input})) {
     record(
         op, {input}, out,
@@ -291,6 +295,8 @@ Tensor class_loss(const char* op, const Tensor& input, const IndexTensor& target
           sink.add(0, ga);
         },
         {input});
+  } else {
+    check_forward(op, {input}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }
@@ -467,6 +473,8 @@ Tensor cosine_similarity(const Tensor& x1, const Tensor& x2, std::int64_t dim, f
           }
         },
         {x1, x2});
+  } else {
+    check_forward(op, {x1, x2}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }
@@ -499,6 +507,8 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
           }
         },
         {input, target});
+  } else {
+    check_forward("mse_loss", {input, target}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }
@@ -517,6 +527,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
     s += std::max(xi, 0.0) - xi * y[i] + std::log1p(std::exp(-std::abs(xi)));
   }
   Tensor out = Tensor::scalar(static_cast<float>(s / static_cast<double>(n)));
+  const AnomalyExtraInput target_values(target);  // anomaly mode: not among the recorded inputs
   if (will_record({logits})) {
     record(
         op, {logits}, out,
@@ -534,6 +545,8 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
           sink.add(0, gx);
         },
         {logits, target});
+  } else {
+    check_forward(op, {logits}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }

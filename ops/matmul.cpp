@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/blas.h"
 #include "ops/ops.h"
@@ -102,6 +103,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
         if (sink.wants(0)) sink.add(0, Tensor::zeros(sa));
         if (sink.wants(1)) sink.add(1, Tensor::zeros(sb));
       });
+    else
+      check_forward("matmul", {a, b}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
     return out;
   }
   const i64 nb = numel_of(batch);
@@ -166,6 +169,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
           }
         },
         {a, b});
+  } else {
+    check_forward("matmul", {a, b}, out);
   }
   return out;
 }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/ops.h"
 
@@ -192,6 +193,8 @@ ValuesIndices extreme(const char* op, const Tensor& a, std::int64_t dim, bool ke
         for (i64 i = 0; i < v.inner; ++i) dx[(o * v.n + K[o * v.inner + i]) * v.inner + i] = G[o * v.inner + i];
       sink.add(0, ga);
     });
+  else
+    check_forward(op, {a}, values);  // anomaly mode (core/anomaly.h); record() does it otherwise
   return {values, std::move(idx)};
 }
 
@@ -265,6 +268,8 @@ Tensor logsumexp(const Tensor& a, std::int64_t dim, bool keepdim) {
           sink.add(0, ga);
         },
         {a});
+  } else {
+    check_forward("logsumexp", {a}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/ops.h"
 
@@ -79,6 +80,8 @@ Tensor softmax(const Tensor& a, std::int64_t dim) {
           sink.add(0, ga);
         },
         {out});
+  } else {
+    check_forward("softmax", {a}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }
@@ -111,6 +114,8 @@ Tensor log_sigmoid(const Tensor& a) {
           sink.add(0, ga);
         },
         {a});
+  } else {
+    check_forward("log_sigmoid", {a}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }

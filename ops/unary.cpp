@@ -5,9 +5,11 @@
 // input x and/or the output y, whichever is cheaper (exp, sqrt, tanh and sigmoid reuse y).
 // Domain errors are not checked: log and sqrt of negative numbers give NaN and log(0) = -inf,
 // as in PyTorch; those are values, not user mistakes that a shape check could catch.
+// Under DetectAnomalyGuard the op that makes one from finite inputs throws (core/anomaly.h).
 #include <cmath>
 #include <optional>
 
+#include "core/anomaly.h"
 #include "core/tape.h"
 #include "ops/ops.h"
 
@@ -39,6 +41,8 @@ Tensor unary(const char* op, const Tensor& a, F f, D dfdx) {
           sink.add(0, ga);
         },
         {a, out});
+  } else {
+    check_forward(op, {a}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
   }
   return out;
 }
@@ -53,6 +57,7 @@ Tensor square(const Tensor& a) {
 // a^p (std::pow: a negative base with a non-integer p gives NaN). d/da = p * a^(p-1), and 0
 // for p = 0 (so that 0^0 = 1 has gradient 0 rather than 0 * inf).
 Tensor pow(const Tensor& a, float p) {
+  const AnomalyExtraInput exponent(p);  // anomaly mode: a non-finite p is the caller's
   if (p == 0.0f) return unary("pow", a, [](float) { return 1.0f; }, [](float, float) { return 0.0f; });
   if (p == 2.0f) return unary("pow", a, [](float x) { return x * x; }, [](float x, float) { return 2.0f * x; });
   return unary("pow", a, [p](float x) { return std::pow(x, p); },
@@ -112,6 +117,7 @@ Tensor clamp(const Tensor& a, std::optional<float> min, std::optional<float> max
     throw Error(fmt::format("clamp: bounds must not be NaN, but got min = {} and max = {}",
                             min ? fmt::format("{}", *min) : "none", max ? fmt::format("{}", *max) : "none"));
   const float lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
+  const AnomalyExtraInput low(min.value_or(0.0f)), high(max.value_or(0.0f));  // anomaly mode: a bound of +-inf
   return unary("clamp", a,
                [lo, hi](float x) {
                  const float y = x < lo ? lo : x;  // NaN compares false and stays
