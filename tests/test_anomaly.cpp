@@ -203,9 +203,29 @@ TEST_CASE("anomaly forward: sqrt of a negative on plain tensors and under NoGrad
                          "[3], output [3]; no node (grad mode is off); called outside any RecordScope",
                          Error);
   }
+  CHECK_THROWS_WITH_AS(log(Tensor({2}, {0, 1})),  // the pole: log(0) = -inf
+                       "log (anomaly mode): produced -inf at output element 0 (index [0]) from finite inputs; inputs "
+                       "[2], output [2]; no node (no input requires grad); called outside any RecordScope",
+                       Error);
   CHECK(tape_size() == tape);
   CHECK(x.to_vector() == std::vector<float>{4, -1, 9});
   CHECK(p.to_vector() == std::vector<float>{4, -1, 9});
+}
+
+TEST_CASE("anomaly forward: a leaf that requires grad and holds an Inf is named where it enters") {
+  Tensor x = leaf({2}, {1, kInf});
+  DetectAnomalyGuard anomaly;
+  const std::uint64_t seq = probe_seq() + 1;
+  const std::size_t tape = tape_size();
+  CHECK_THROWS_WITH_AS(x * 2.0f,
+                       fmt::format("mul_scalar (anomaly mode): input 0, leaf [2] (requires grad), holds inf at element "
+                                   "1 (index [1]), which enters the graph here; inputs [2], output [2]; node #{}, not "
+                                   "recorded; called outside any RecordScope",
+                                   seq)
+                           .c_str(),
+                       Error);
+  CHECK(tape_size() == tape);
+  CHECK(x.to_vector() == std::vector<float>{1, kInf});
 }
 
 TEST_CASE("anomaly forward: 0/0 in div (broadcast) and exp overflow") {
@@ -265,6 +285,8 @@ TEST_CASE("anomaly forward: an op whose input is already non-finite is not blame
   o.weight = Tensor({2}, {kInf, 1});
   o.reduction = Reduction::Sum;
   CHECK(std::isinf(cross_entropy(scores, IndexTensor{0, 0}, o).item()));
+  // ... or whose target does (binary_cross_entropy_with_logits records only the logits).
+  CHECK(std::isinf(binary_cross_entropy_with_logits(scores, Tensor({2, 2}, {kInf, 0, 0, 0})).item()));
 }
 
 // ---- forward: a NaN entering through a tied table ---------------------------------------------
