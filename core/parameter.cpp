@@ -1,6 +1,8 @@
 // hitch/core/parameter.cpp: Parameter handles and the hidden-alias check.
 #include "core/parameter.h"
 
+#include <algorithm>
+
 namespace hitch {
 
 Parameter::Parameter(std::string name, const Tensor& initial) {
@@ -55,7 +57,28 @@ void Parameter::remove_grad_hook(int id) {
 
 bool Parameter::shares_storage_with(const Parameter& other) const { return impl().storage == other.impl().storage; }
 
-void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params) {
+void Parameter::record_module_paths(std::vector<std::string> paths) {
+  TensorImpl& t = impl();
+  if (paths.empty()) return;
+  auto proper_dot_suffix = [](const std::string& longer, const std::string& path) {
+    return longer.size() > path.size() && longer.ends_with(path) && longer[longer.size() - path.size() - 1] == '.';
+  };
+  const bool from_submodule = std::all_of(paths.begin(), paths.end(), [&](const std::string& path) {
+    return std::any_of(t.module_paths.begin(), t.module_paths.end(),
+                       [&](const std::string& known) { return proper_dot_suffix(known, path); });
+  });
+  if (from_submodule) return;  // keep the whole model's longer paths
+  std::string joined = fmt::format("{}", fmt::join(paths, " = "));
+  if (t.module_paths == paths && t.name == joined) return;  // unchanged: a read only
+  t.module_paths = std::move(paths);
+  t.name = std::move(joined);
+}
+
+void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params,
+                             const std::vector<std::string>& names) {
+  auto name_of = [&](std::size_t i) -> const std::string& {
+    return names.size() == params.size() ? names[i] : params[i].name();
+  };
   for (std::size_t i = 0; i < params.size(); ++i)
     for (std::size_t j = i + 1; j < params.size(); ++j) {
       const Parameter& a = params[i];
@@ -65,7 +88,7 @@ void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>&
           "{}: Parameters '{}' (position {}) and '{}' (position {}) are two distinct Parameters over the same "
           "storage, so they would get two gradients and two optimizer states; to tie them, pass the same Parameter "
           "to both modules (to study the pitfall on purpose, call allow_alias() on the alias)",
-          who, a.name(), i, b.name(), j));
+          who, name_of(i), i, name_of(j), j));
     }
 }
 

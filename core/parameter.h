@@ -12,6 +12,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/grad.h"
 #include "core/tensor.h"
@@ -36,8 +37,26 @@ class Parameter {
   float* data() { return value().data(); }
   const float* data() const { return impl().storage->data.data(); }
 
+  // The name every message, format_graph and anomaly report uses. It starts as the name the
+  // Parameter was made with ("weight" for a module-made one) and stays that until a module walk
+  // (nn/module.h: parameters(), named_parameters() and everything built on them: optimizers
+  // given model.parameters(), state_dict, checkpoints, zero_grad, requires_grad_) records the
+  // dotted paths under which the module tree holds it. From then on it is those paths joined by
+  // " = " in the module's member order: "emb.weight", or for a tie "emb.weight = head.weight".
+  // It is a label, never a key: named_parameters(), state_dict and checkpoint keys are single
+  // dotted paths. set_name() replaces it until the next walk that records different paths.
   const std::string& name() const { return impl().name; }
   void set_name(std::string name) { impl().name = std::move(name); }
+  // The dotted paths the last recording walk found (member order), empty if no walk saw it.
+  const std::vector<std::string>& module_paths() const { return impl().module_paths; }
+  // Called by module walks. Records paths (each a full dotted path from the walk's root) and
+  // renames the Parameter to them joined by " = ", unless every one of them is a proper dot-suffix
+  // of a path already recorded ("weight" of "emb.weight"): that is a walk from a submodule
+  // (model.emb.parameters()), which must not replace the longer names the whole model gave. A
+  // walk from another root (a second model holding the same table) replaces them. Writes only
+  // when something changes, so repeated walks of one model are reads; a walk that renames is a
+  // write to the Parameter, so do not walk one module tree from two threads at once.
+  void record_module_paths(std::vector<std::string> paths);
   bool requires_grad() const { return impl().requires_grad; }
   // false freezes it: ops record nothing for it and no optimizer step moves it, whatever
   // gradient it still holds (optim/optimizer.h). Every module holding it sees the same flag.
@@ -79,8 +98,11 @@ class Parameter {
 };
 
 // Throws hitch::Error naming where (who) and both names if two distinct Parameters in params
-// share storage without the alias_of opt-in. Used by Module::parameters() and optimizers.
-void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params);
+// share storage without the alias_of opt-in. Used by Module::parameters() and optimizers. names,
+// if given (one per Parameter), replaces their name() in the message: Module::parameters() passes
+// the dotted paths it found, as it refuses before recording them.
+void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params,
+                             const std::vector<std::string>& names = {});
 
 }  // namespace hitch
 

@@ -283,12 +283,27 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
   }
 }
 
-std::string format_graph(const Tensor& root) {
-  const TensorImpl& r = root.impl();
-  auto leaf_str = [](const TensorImpl& t) {
-    if (t.is_parameter) return fmt::format("Parameter '{}' {}", t.name, shape_str(t.shape));
-    return fmt::format("leaf {}{}", shape_str(t.shape), t.requires_grad ? " (requires grad)" : "");
-  };
+namespace {
+std::string leaf_str(const TensorImpl& t) {
+  if (t.is_parameter) return fmt::format("Parameter '{}' {}", t.name, shape_str(t.shape));
+  return fmt::format("leaf {}{}", shape_str(t.shape), t.requires_grad ? " (requires grad)" : "");
+}
+
+// A DOT string literal: quotes and backslashes escaped, line breaks as \n.
+std::string dot_quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string graph_text(const TensorImpl& r) {
   if (!r.grad_fn) return leaf_str(r) + "\n";
   if (r.grad_fn->released) return fmt::format("#{} {} (released by an earlier backward)\n", r.grad_fn->seq, r.grad_fn->op);
   std::string out;
@@ -310,6 +325,49 @@ std::string format_graph(const Tensor& root) {
   for (const TensorImpl* p : params) out += fmt::format(" '{}' {}", p->name, shape_str(p->shape));
   if (params.empty()) out += " none";
   return out + "\n";
+}
+
+std::string graph_dot(const TensorImpl& r) {
+  std::string out = "digraph hitch {\n  node [fontname=\"Helvetica\", fontsize=11];\n";
+  std::vector<const TensorImpl*> leaves;  // identity -> l<position + 1>, in the order first met
+  auto leaf_id = [&](const TensorImpl& t) {
+    auto it = std::find(leaves.begin(), leaves.end(), &t);
+    if (it != leaves.end()) return fmt::format("l{}", it - leaves.begin() + 1);
+    leaves.push_back(&t);
+    const std::string id = fmt::format("l{}", leaves.size());
+    if (t.is_parameter)
+      out += fmt::format("  {} [shape=box, style=filled, fillcolor=lightblue, label={}];\n", id,
+                         dot_quote(fmt::format("{}\n{}", t.name, shape_str(t.shape))));
+    else
+      out += fmt::format("  {} [shape=box, style=dashed, label={}];\n", id,
+                         dot_quote(fmt::format("leaf {}{}", shape_str(t.shape),
+                                               t.requires_grad ? "\n(requires grad)" : "")));
+    return id;
+  };
+  if (!r.grad_fn) {
+    leaf_id(r);
+  } else if (r.grad_fn->released) {
+    const Node& n = *r.grad_fn;
+    out += fmt::format("  n{} [label={}];\n", n.seq,
+                       dot_quote(fmt::format("#{} {}\n(released by an earlier backward)", n.seq, n.op)));
+  } else {
+    for (const auto& n : reached_nodes("format_graph", r.grad_fn, false)) {
+      out += fmt::format("  n{} [label={}];\n", n->seq,
+                         dot_quote(fmt::format("#{} {}\n{}", n->seq, n->op, shape_str(n->out_shape))));
+      for (const auto& in : n->inputs) {
+        if (!in) continue;
+        const std::string to = in->grad_fn && in->requires_grad ? fmt::format("n{}", in->grad_fn->seq) : leaf_id(*in);
+        out += fmt::format("  n{} -> {};\n", n->seq, to);
+      }
+    }
+  }
+  return out + "}\n";
+}
+}  // namespace
+
+std::string format_graph(const Tensor& root, GraphFormat format) {
+  const TensorImpl& r = root.impl();
+  return format == GraphFormat::dot ? graph_dot(r) : graph_text(r);
 }
 
 }  // namespace hitch

@@ -130,9 +130,22 @@ struct BackwardOptions {
 // of loss's shape. Ensures: every leaf reached has grad += d loss / d leaf (times grad_output).
 void backward(const Tensor& loss, const Tensor& grad_output = {}, BackwardOptions options = {});
 
-// The recorded graph behind root, one node per line, from root back to the leaves: op names,
-// output shapes, inputs (other nodes by number, leaves by name and shape). A teaching aid.
-std::string format_graph(const Tensor& root);
+enum class GraphFormat { text, dot };
+
+// The recorded graph behind root (a teaching aid), as
+// - text: one node per line, from root back to the leaves: `#3 mul -> [2,8]  <- #1, #2` (op
+//   number, name, output shape, inputs: other nodes by number, leaves as `Parameter 'name' [N,D]`
+//   or `leaf [N,D]`), then `Parameters reached:`;
+// - dot: a Graphviz digraph (render with `dot -Tsvg`; hitch itself needs no Graphviz). Op nodes
+//   `n<number>` labelled "#number op\n[shape]"; each leaf is ONE node (`l1`, `l2`, ... in the
+//   order first met), so a tied Parameter is one box labelled with its names (Parameter::name(),
+//   "emb.weight = head.weight") and its shape, with one edge per read. Edges point the way
+//   gradients flow, from an op to its inputs (root at the top), one per input slot (`a * a`
+//   gives two). The nearest PyTorch tool is torchviz's make_dot (not part of PyTorch), whose
+//   edges point the other way and which names Parameters only from a dict you pass it.
+// Both are deterministic: the same graph gives the same bytes (node numbers count per thread).
+// Throws hitch::Error if root's graph was recorded on another thread.
+std::string format_graph(const Tensor& root, GraphFormat format = GraphFormat::text);
 
 // Number of nodes recorded on this thread that could still run: not released by a backward and
 // not freed because nothing can reach their output any more (for tests of the tape's bookkeeping).

@@ -110,7 +110,8 @@ struct TensorImpl {
   // Parameter-only metadata (see core/parameter.h).
   bool is_parameter = false;
   bool alias_opt_in = false;
-  std::string name;
+  std::string name;  // what every message calls it: its made-with name, or its module paths joined by " = "
+  std::vector<std::string> module_paths;  // dotted paths from the last module walk (nn/module.h); empty if none
   std::vector<std::pair<int, GradHook>> grad_hooks;  // see Parameter::add_grad_hook
   int next_hook_id = 1;                              // ids are never reused
 };

@@ -1,18 +1,33 @@
-// hitch/nn/module.cpp: parameter listing with deduplication by identity.
+// hitch/nn/module.cpp: parameter listing with deduplication by identity, and naming each
+// Parameter by the dotted paths that reach it.
 #include "nn/module.h"
 
-#include <unordered_set>
+#include <algorithm>
+#include <unordered_map>
 
 namespace hitch::nn {
 
 namespace {
+// Every (dotted path, Parameter) the members reach, each Parameter once in first-seen order with
+// all the paths that reach it (a tied table: one entry, several paths).
 struct Collector final : Module::Members {
+  struct Entry {
+    Parameter param;
+    std::vector<std::string> paths;  // member order; paths[0] is its named_parameters() name
+  };
   std::string prefix;
-  std::vector<std::pair<std::string, Parameter>> out;
-  std::unordered_set<const void*> seen;
+  std::vector<Entry> entries;
+  std::unordered_map<const void*, std::size_t> index;  // identity -> position in entries
   void param(std::string_view name, const Parameter& p) override {
-    if (!p.defined() || !seen.insert(p.id()).second) return;
-    out.emplace_back(prefix + std::string(name), p);
+    if (!p.defined()) return;
+    std::string path = prefix + std::string(name);
+    auto [it, fresh] = index.emplace(p.id(), entries.size());
+    if (fresh) {
+      entries.push_back({p, {std::move(path)}});
+      return;
+    }
+    std::vector<std::string>& paths = entries[it->second].paths;
+    if (std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(std::move(path));
   }
   void module(std::string_view name, const Module& m) override {
     const std::string saved = prefix;
@@ -36,9 +51,18 @@ std::vector<std::pair<std::string, Parameter>> Module::named_parameters() const 
   Collector c;
   members(c);
   std::vector<Parameter> params;
-  for (const auto& [name, p] : c.out) params.push_back(p);
-  check_no_hidden_aliases("Module::parameters", params);
-  return std::move(c.out);
+  std::vector<std::string> labels;  // the names the refusal below uses: the paths, not yet recorded
+  for (const auto& e : c.entries) {
+    params.push_back(e.param);
+    labels.push_back(fmt::format("{}", fmt::join(e.paths, " = ")));
+  }
+  check_no_hidden_aliases("Module::parameters", params, labels);
+  std::vector<std::pair<std::string, Parameter>> named;
+  for (auto& e : c.entries) {
+    named.emplace_back(e.paths.front(), e.param);
+    e.param.record_module_paths(std::move(e.paths));  // the name every message uses from now on
+  }
+  return named;
 }
 
 std::vector<Parameter> Module::parameters() const {

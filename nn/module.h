@@ -4,7 +4,19 @@
 // m.module("bag", bag);`. parameters() is computed from that when called, so it always reflects
 // the current members, and it holds each Parameter once (by identity, first-seen order) even
 // when two submodules hold the same one: that is what makes a tied table get one optimizer
-// state. Modules are not copyable (a copy would have to either share or deep-copy the
+// state.
+//
+// The walk also names: every Parameter it reaches records the dotted paths under which the tree
+// holds it, and from then on reports them, joined by " = " in member order, wherever hitch
+// names it (errors, format_graph, anomaly reports, checkpoint messages): a model whose `emb`,
+// `bag` and `head` share one table calls it "emb.weight = bag.weight = head.weight", not
+// "weight" (the name nn::Embedding gave it). A walk from a submodule (model.emb.parameters())
+// keeps the longer names the whole model gave (core/parameter.h, record_module_paths); a
+// Parameter no walk has seen keeps the name it was made with. Only the label changes: keys
+// (named_parameters(), state_dict, checkpoints) are always single dotted paths. PyTorch's
+// Parameters have no names of their own; its messages rarely name a Parameter at all.
+//
+// Modules are not copyable (a copy would have to either share or deep-copy the
 // Parameters, and silently doing either surprises someone); they are movable.
 #pragma once
 
@@ -26,10 +38,13 @@ class Module {
   Module(Module&&) = default;
   Module& operator=(Module&&) = default;
 
-  // Ensures: each Parameter appears once, in first-seen order. Throws hitch::Error if two
-  // distinct Parameters share storage without allow_alias() (the from_pretrained pitfall).
+  // Ensures: each Parameter appears once, in first-seen order, named by its dotted paths
+  // (record_module_paths, above). Throws hitch::Error if two distinct Parameters share storage
+  // without allow_alias() (the from_pretrained pitfall), naming both by their paths; then no
+  // name is changed.
   std::vector<Parameter> parameters() const;
-  // Dotted names ("bag.weight"); a shared Parameter appears once, under its first name.
+  // Dotted names ("bag.weight"); a shared Parameter appears once, under its first name (its
+  // other names are in Parameter::module_paths()). Names the Parameters as parameters() does.
   std::vector<std::pair<std::string, Parameter>> named_parameters() const;
   // Parameter::zero_grad on each Parameter once; set_to_none defaults to true (PyTorch >= 2.0).
   void zero_grad(bool set_to_none = true);

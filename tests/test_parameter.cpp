@@ -69,7 +69,7 @@ TEST_CASE("Module: two distinct Parameters over one storage are refused unless a
   CHECK_FALSE(h.b.is_same(h.a));
   CHECK_THROWS_WITH_AS(
       h.parameters(),
-      "Module::parameters: Parameters 'emb.weight' (position 0) and 'bag.weight' (position 1) are two distinct "
+      "Module::parameters: Parameters 'a' (position 0) and 'b' (position 1) are two distinct "  // their paths
       "Parameters over the same storage, so they would get two gradients and two optimizer states; to tie them, pass "
       "the same Parameter to both modules (to study the pitfall on purpose, call allow_alias() on the alias)",
       Error);

@@ -175,3 +175,43 @@ TEST_CASE("tape: format_graph names the ops, shapes and the Parameters reached")
   CHECK(g.find("Parameter 'table' [3,2]") != std::string::npos);
   CHECK(g.find("Parameters reached: 'table' [3,2] 'v' [2]") != std::string::npos);
 }
+
+TEST_CASE("tape: format_graph as DOT: a node per op and per leaf, an edge per read, names escaped") {
+  std::string dot, leaf_dot, released_dot;
+  std::thread fresh([&] {  // a fresh thread: its node numbers start at 1
+    Parameter w("w \"q\" \\", Tensor({2}, {1.0f, 2.0f}));  // a quote and a backslash in the name
+    const Tensor x = Tensor::ones({2});
+    const Tensor ww = w.value() * w.value();  // #1
+    const Tensor wx = w.value() * x;          // #2
+    Tensor y = sum(ww + wx);                  // #3 add, #4 sum
+    dot = format_graph(y, GraphFormat::dot);
+    leaf_dot = format_graph(w, GraphFormat::dot);
+    backward(y);
+    released_dot = format_graph(y, GraphFormat::dot);
+  });
+  fresh.join();
+  CHECK(dot == "digraph hitch {\n"
+               "  node [fontname=\"Helvetica\", fontsize=11];\n"
+               "  n4 [label=\"#4 sum\\n[]\"];\n"
+               "  n4 -> n3;\n"
+               "  n3 [label=\"#3 add\\n[2]\"];\n"
+               "  n3 -> n1;\n"
+               "  n3 -> n2;\n"
+               "  n2 [label=\"#2 mul\\n[2]\"];\n"
+               "  l1 [shape=box, style=filled, fillcolor=lightblue, label=\"w \\\"q\\\" \\\\\\n[2]\"];\n"
+               "  n2 -> l1;\n"
+               "  l2 [shape=box, style=dashed, label=\"leaf [2]\"];\n"
+               "  n2 -> l2;\n"
+               "  n1 [label=\"#1 mul\\n[2]\"];\n"
+               "  n1 -> l1;\n"
+               "  n1 -> l1;\n"
+               "}\n");
+  CHECK(leaf_dot == "digraph hitch {\n"
+                    "  node [fontname=\"Helvetica\", fontsize=11];\n"
+                    "  l1 [shape=box, style=filled, fillcolor=lightblue, label=\"w \\\"q\\\" \\\\\\n[2]\"];\n"
+                    "}\n");
+  CHECK(released_dot == "digraph hitch {\n"
+                        "  node [fontname=\"Helvetica\", fontsize=11];\n"
+                        "  n4 [label=\"#4 sum\\n(released by an earlier backward)\"];\n"
+                        "}\n");
+}

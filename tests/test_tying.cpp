@@ -134,7 +134,7 @@ TEST_CASE("tying: the alias_of pitfall is refused, opt-in lists two Parameters, 
     Parameter alias = Parameter::alias_of(emb.weight, "bag.weight");
     TwoLookups m(std::move(emb), nn::EmbeddingBag(alias, {.mode = BagMode::Sum}));
     CHECK_THROWS_WITH_AS(m.parameters(),
-                         "Module::parameters: Parameters 'weight' (position 0) and 'bag.weight' (position 1) are two "
+                         "Module::parameters: Parameters 'emb.weight' (position 0) and 'bag.weight' (position 1) are two "
                          "distinct Parameters over the same storage, so they would get two gradients and two "
                          "optimizer states; to tie them, pass the same Parameter to both modules (to study the "
                          "pitfall on purpose, call allow_alias() on the alias)",
