@@ -1,13 +1,13 @@
-// hitch.h: everything in one include.
+// hitch/hitch.h: everything in one include (`#include <hitch/hitch.h>`).
 #pragma once
 
-#include "core/anomaly.h"
-#include "core/error.h"
-#include "core/gradcheck.h"
-#include "core/grad.h"
-#include "core/parameter.h"
-#include "core/tape.h"
-#include "core/tensor.h"
-#include "ops/ops.h"
-#include "nn/nn.h"
-#include "optim/optim.h"
+#include <hitch/core/anomaly.h>
+#include <hitch/core/error.h>
+#include <hitch/core/gradcheck.h>
+#include <hitch/core/grad.h>
+#include <hitch/core/parameter.h>
+#include <hitch/core/tape.h>
+#include <hitch/core/tensor.h>
+#include <hitch/ops/ops.h>
+#include <hitch/nn/nn.h>
+#include <hitch/optim/optim.h>

@@ -2,7 +2,7 @@
 // and the backward checks of gradients (see anomaly.h). The hooks are in core/tape.cpp: record()
 // runs the forward check and stores the scope path, GradSink calls check_gradient_finite before
 // adding, backward checks grad_output and each node's incoming gradient.
-#include "core/anomaly.h"
+#include <hitch/core/anomaly.h>
 
 #include <cmath>
 #include <utility>
@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "core/tape.h"
+#include <hitch/core/tape.h>
 
 namespace hitch {
 

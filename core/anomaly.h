@@ -49,7 +49,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/tensor.h"
+#include <hitch/core/tensor.h>
 
 namespace hitch {
 

@@ -1,5 +1,5 @@
 // hitch/core/grad.cpp: dense and row-sparse gradient storage (see grad.h).
-#include "core/grad.h"
+#include <hitch/core/grad.h>
 
 #include <limits>
 #include <mutex>

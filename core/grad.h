@@ -30,8 +30,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/parallel.h"
-#include "core/tensor.h"
+#include <hitch/core/parallel.h>
+#include <hitch/core/tensor.h>
 
 namespace hitch {
 

@@ -1,10 +1,10 @@
 // hitch/core/gradcheck.cpp: central-difference gradient check (see gradcheck.h).
-#include "core/gradcheck.h"
+#include <hitch/core/gradcheck.h>
 
 #include <cmath>
 
-#include "core/grad.h"
-#include "core/tape.h"
+#include <hitch/core/grad.h>
+#include <hitch/core/tape.h>
 
 namespace hitch {
 

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/tensor.h"
+#include <hitch/core/tensor.h>
 
 namespace hitch {
 

@@ -12,7 +12,7 @@
 // the finished count before it blocks: back-to-back kernels of one training step hand work over
 // in well under a microsecond. The job word packs (generation, chunk count, next chunk) into one
 // atomic, so a worker that wakes late can never claim a chunk of a job it did not see published.
-#include "core/parallel.h"
+#include <hitch/core/parallel.h>
 
 #include <algorithm>
 #include <atomic>
@@ -27,7 +27,7 @@
 
 #include <fmt/format.h>
 
-#include "core/error.h"
+#include <hitch/core/error.h>
 
 namespace hitch {
 

@@ -1,5 +1,5 @@
 // hitch/core/parameter.cpp: Parameter handles and the hidden-alias check.
-#include "core/parameter.h"
+#include <hitch/core/parameter.h>
 
 #include <algorithm>
 

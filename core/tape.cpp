@@ -5,13 +5,13 @@
 // released, saved values unchanged) before anything is written, so a refused backward changes
 // no gradient. It then runs them newest first; each GradSink adds into the inputs: a leaf keeps
 // its Grad, an intermediate's Grad lives until its own node has consumed it.
-#include "core/tape.h"
+#include <hitch/core/tape.h>
 
 #include <algorithm>
 #include <atomic>
 
-#include "core/anomaly.h"
-#include "core/grad.h"
+#include <hitch/core/anomaly.h>
+#include <hitch/core/grad.h>
 
 namespace hitch {
 

@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "core/grad.h"
-#include "core/tensor.h"
+#include <hitch/core/grad.h>
+#include <hitch/core/tensor.h>
 
 namespace hitch {
 

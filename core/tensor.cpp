@@ -1,5 +1,5 @@
 // hitch/core/tensor.cpp: Tensor, IndexTensor and Generator.
-#include "core/tensor.h"
+#include <hitch/core/tensor.h>
 
 #include <algorithm>
 #include <array>
@@ -12,8 +12,8 @@
 #include <sys/mman.h>
 #endif
 
-#include "core/grad.h"
-#include "core/tape.h"
+#include <hitch/core/grad.h>
+#include <hitch/core/tape.h>
 
 namespace hitch {
 

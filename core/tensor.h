@@ -23,7 +23,7 @@
 
 #include <fmt/format.h>
 
-#include "core/error.h"
+#include <hitch/core/error.h>
 
 namespace hitch {
 

@@ -29,7 +29,7 @@
 #include <fmt/ranges.h>
 
 #include "chart.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -30,7 +30,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

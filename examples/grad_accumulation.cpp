@@ -28,7 +28,7 @@
 #include <fmt/format.h>
 
 #include "chart.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

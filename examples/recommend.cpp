@@ -24,7 +24,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <hitch.h>
+#include <hitch/hitch.h>
 
 #include "chart.h"
 #include "progress.h"

@@ -25,7 +25,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -6,7 +6,7 @@
 //   ./tied_tiny [--steps N] [--seed S]
 #include <CLI/CLI.hpp>
 
-#include <hitch.h>
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

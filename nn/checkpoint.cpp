@@ -5,7 +5,7 @@
 // second phase that can still refuse is the optimizer's own check of the lrs and the state values
 // (Optimizer::restore, all-or-nothing); it runs first, and the writes after it (memcpy into the
 // Parameters, the generator's state) cannot fail, so a refused load changes nothing.
-#include "nn/checkpoint.h"
+#include <hitch/nn/checkpoint.h>
 
 #include <algorithm>
 #include <array>
@@ -17,8 +17,8 @@
 
 #include <fmt/format.h>
 
-#include "nn/safetensors.h"
-#include "nn/tie_match.h"
+#include <hitch/nn/safetensors.h>
+#include <hitch/nn/tie_match.h>
 
 namespace hitch::nn {
 

@@ -39,11 +39,11 @@
 #include <span>
 #include <string>
 
-#include "core/tensor.h"
-#include "nn/module.h"
-#include "nn/state_dict.h"
-#include "optim/lr_scheduler.h"
-#include "optim/optimizer.h"
+#include <hitch/core/tensor.h>
+#include <hitch/nn/module.h>
+#include <hitch/nn/state_dict.h>
+#include <hitch/optim/lr_scheduler.h>
+#include <hitch/optim/optimizer.h>
 
 namespace hitch::nn {
 

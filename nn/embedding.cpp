@@ -1,11 +1,11 @@
 // hitch/nn/embedding.cpp: Embedding and EmbeddingBag construction (see nn/embedding.h).
 // Every option is checked before the generator is drawn from, so a rejected construction
 // leaves the generator's state as it was.
-#include "nn/embedding.h"
+#include <hitch/nn/embedding.h>
 
 #include <algorithm>
 
-#include "ops/embedding_detail.h"
+#include <hitch/ops/embedding_detail.h>
 
 namespace hitch::nn {
 

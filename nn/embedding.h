@@ -14,9 +14,9 @@
 
 #include <cstdint>
 
-#include "core/parameter.h"
-#include "nn/module.h"
-#include "ops/embedding.h"
+#include <hitch/core/parameter.h>
+#include <hitch/nn/module.h>
+#include <hitch/ops/embedding.h>
 
 namespace hitch::nn {
 

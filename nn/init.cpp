@@ -1,11 +1,11 @@
 // hitch/nn/init.cpp: torch.nn.init's initialisers (see init.h). Every function validates, then
 // calls fill(), the one place that writes values and bumps the version.
-#include "nn/init.h"
+#include <hitch/nn/init.h>
 
 #include <cmath>
 #include <limits>
 
-#include "core/tape.h"
+#include <hitch/core/tape.h>
 
 namespace hitch::nn::init {
 

@@ -18,7 +18,7 @@
 
 #include <string_view>
 
-#include "core/tensor.h"
+#include <hitch/core/tensor.h>
 
 namespace hitch::nn::init {
 

@@ -1,9 +1,9 @@
 // hitch/nn/layers.cpp: Sequential, Dropout, LayerNorm, ReLU, Tanh, GELU (see layers.h).
-#include "nn/layers.h"
+#include <hitch/nn/layers.h>
 
 #include <cmath>
 
-#include "ops/ops.h"
+#include <hitch/ops/ops.h>
 
 namespace hitch::nn {
 

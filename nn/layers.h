@@ -18,9 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "core/parameter.h"
-#include "core/tensor.h"
-#include "nn/module.h"
+#include <hitch/core/parameter.h>
+#include <hitch/core/tensor.h>
+#include <hitch/nn/module.h>
 
 namespace hitch::nn {
 

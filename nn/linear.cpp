@@ -1,9 +1,9 @@
 // hitch/nn/linear.cpp: Linear (see linear.h).
-#include "nn/linear.h"
+#include <hitch/nn/linear.h>
 
 #include <cmath>
 
-#include "ops/ops.h"
+#include <hitch/ops/ops.h>
 
 namespace hitch::nn {
 

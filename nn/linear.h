@@ -17,9 +17,9 @@
 
 #include <cstdint>
 
-#include "core/parameter.h"
-#include "core/tensor.h"
-#include "nn/module.h"
+#include <hitch/core/parameter.h>
+#include <hitch/core/tensor.h>
+#include <hitch/nn/module.h>
 
 namespace hitch::nn {
 

@@ -1,6 +1,6 @@
 // hitch/nn/module.cpp: parameter listing with deduplication by identity, and naming each
 // Parameter by the dotted paths that reach it.
-#include "nn/module.h"
+#include <hitch/nn/module.h>
 
 #include <algorithm>
 #include <unordered_map>

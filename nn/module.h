@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/parameter.h"
+#include <hitch/core/parameter.h>
 
 namespace hitch::nn {
 

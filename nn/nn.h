@@ -1,11 +1,11 @@
 // hitch/nn/nn.h: the modules.
 #pragma once
 
-#include "nn/module.h"
-#include "nn/linear.h"
-#include "nn/layers.h"
-#include "nn/init.h"
-#include "nn/state_dict.h"
-#include "nn/embedding.h"
-#include "nn/checkpoint.h"
-#include "nn/safetensors.h"
+#include <hitch/nn/module.h>
+#include <hitch/nn/linear.h>
+#include <hitch/nn/layers.h>
+#include <hitch/nn/init.h>
+#include <hitch/nn/state_dict.h>
+#include <hitch/nn/embedding.h>
+#include <hitch/nn/checkpoint.h>
+#include <hitch/nn/safetensors.h>

@@ -1,7 +1,7 @@
 // hitch/nn/safetensors.cpp: parse, validate and write safetensors files (see safetensors.h).
 // The header is parsed by nlohmann::json; a parser callback rejects duplicate keys (nlohmann
 // keeps the last one silently) and nesting deeper than a safetensors header has.
-#include "nn/safetensors.h"
+#include <hitch/nn/safetensors.h>
 
 #include <algorithm>
 #include <bit>
@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "core/tensor.h"
+#include <hitch/core/tensor.h>
 
 namespace hitch::nn {
 

@@ -23,7 +23,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/error.h"
+#include <hitch/core/error.h>
 
 namespace hitch::nn {
 

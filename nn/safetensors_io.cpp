@@ -22,7 +22,7 @@
 
 #include <fmt/format.h>
 
-#include "nn/safetensors.h"
+#include <hitch/nn/safetensors.h>
 
 static_assert(std::endian::native == std::endian::little,
               "hitch writes tensor bytes as they are in memory; safetensors is little-endian");

@@ -1,7 +1,7 @@
 // hitch/nn/state_dict.cpp: state_dict / load_state_dict (see state_dict.h). Matching is
 // nn/tie_match.h's, shared with checkpoint files; as there, everything is checked before the
 // first write, and the writes (copies into existing storage) cannot fail.
-#include "nn/state_dict.h"
+#include <hitch/nn/state_dict.h>
 
 #include <cstring>
 #include <set>
@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "nn/tie_match.h"
+#include <hitch/nn/tie_match.h>
 
 namespace hitch::nn {
 

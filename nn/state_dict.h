@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "core/tensor.h"
-#include "nn/module.h"
+#include <hitch/core/tensor.h>
+#include <hitch/nn/module.h>
 
 namespace hitch::nn {
 

@@ -1,6 +1,6 @@
 // hitch/nn/tie_match.cpp: module names with ties, and matching stored tensors against them
 // (see tie_match.h).
-#include "nn/tie_match.h"
+#include <hitch/nn/tie_match.h>
 
 #include <algorithm>
 #include <cstring>

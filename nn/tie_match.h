@@ -23,8 +23,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/parameter.h"
-#include "nn/module.h"
+#include <hitch/core/parameter.h>
+#include <hitch/nn/module.h>
 
 namespace hitch::nn::detail {
 

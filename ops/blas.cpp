@@ -1,5 +1,5 @@
 // hitch/ops/blas.cpp: gemm() on top of cblas_sgemm, the only BLAS call in hitch.
-#include "ops/blas.h"
+#include <hitch/ops/blas.h>
 
 #include <algorithm>
 #include <mutex>
@@ -8,7 +8,7 @@
 #include <cblas.h>
 #include <fmt/format.h>
 
-#include "core/error.h"
+#include <hitch/core/error.h>
 
 namespace hitch {
 

@@ -17,10 +17,10 @@
 #include <cmath>
 #include <limits>
 
-#include "core/anomaly.h"
-#include "core/tape.h"
-#include "ops/embedding.h"
-#include "ops/embedding_detail.h"
+#include <hitch/core/anomaly.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/embedding.h>
+#include <hitch/ops/embedding_detail.h>
 
 namespace hitch {
 

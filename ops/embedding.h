@@ -14,7 +14,7 @@
 #include <optional>
 #include <string_view>
 
-#include "core/tensor.h"
+#include <hitch/core/tensor.h>
 
 namespace hitch {
 

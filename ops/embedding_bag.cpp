@@ -22,11 +22,11 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/parallel.h"
-#include "core/anomaly.h"
-#include "core/tape.h"
-#include "ops/embedding.h"
-#include "ops/embedding_detail.h"
+#include <hitch/core/parallel.h>
+#include <hitch/core/anomaly.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/embedding.h>
+#include <hitch/ops/embedding_detail.h>
 
 namespace hitch {
 

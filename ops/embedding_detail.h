@@ -12,10 +12,10 @@
 #include <string_view>
 #include <vector>
 
-#include "core/grad.h"
-#include "core/parallel.h"
-#include "core/tensor.h"
-#include "ops/embedding.h"
+#include <hitch/core/grad.h>
+#include <hitch/core/parallel.h>
+#include <hitch/core/tensor.h>
+#include <hitch/ops/embedding.h>
 
 namespace hitch::detail {
 

@@ -11,8 +11,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "core/parallel.h"
-#include "ops/embedding_detail.h"
+#include <hitch/core/parallel.h>
+#include <hitch/ops/embedding_detail.h>
 
 namespace hitch::detail {
 

@@ -18,11 +18,11 @@
 #include <new>
 #include <vector>
 
-#include "core/parallel.h"
-#include "core/anomaly.h"
-#include "core/tape.h"
-#include "ops/exp_kernel.h"
-#include "ops/ops.h"
+#include <hitch/core/parallel.h>
+#include <hitch/core/anomaly.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/exp_kernel.h>
+#include <hitch/ops/ops.h>
 
 namespace hitch {
 

@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "core/anomaly.h"
-#include "core/tape.h"
-#include "ops/blas.h"
-#include "ops/ops.h"
+#include <hitch/core/anomaly.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/blas.h>
+#include <hitch/ops/ops.h>
 
 namespace hitch {
 

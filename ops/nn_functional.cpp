@@ -13,8 +13,8 @@
 #include <numbers>
 #include <vector>
 
-#include "core/tape.h"
-#include "ops/ops.h"
+#include <hitch/core/tape.h>
+#include <hitch/ops/ops.h>
 
 namespace hitch {
 

@@ -15,8 +15,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/tensor.h"
-#include "ops/embedding.h"
+#include <hitch/core/tensor.h>
+#include <hitch/ops/embedding.h>
 
 namespace hitch {
 

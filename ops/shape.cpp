@@ -28,8 +28,8 @@
 #include <cstring>
 #include <vector>
 
-#include "core/tape.h"
-#include "ops/ops.h"
+#include <hitch/core/tape.h>
+#include <hitch/ops/ops.h>
 
 namespace hitch {
 

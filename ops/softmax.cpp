@@ -12,9 +12,9 @@
 #include <cmath>
 #include <limits>
 
-#include "core/anomaly.h"
-#include "core/tape.h"
-#include "ops/ops.h"
+#include <hitch/core/anomaly.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/ops.h>
 
 namespace hitch {
 

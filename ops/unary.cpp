@@ -9,9 +9,9 @@
 #include <cmath>
 #include <optional>
 
-#include "core/anomaly.h"
-#include "core/tape.h"
-#include "ops/ops.h"
+#include <hitch/core/anomaly.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/ops.h>
 
 namespace hitch {
 

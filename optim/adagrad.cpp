@@ -1,7 +1,7 @@
 // hitch/optim/adagrad.cpp: Adagrad (see adagrad.h). Element order follows PyTorch 1.13's
 // single-tensor path in float32; the dense and sparse paths differ there in one place, kept here:
 // dense p + (-clr * g) / std, sparse p + -clr * (g / std).
-#include "optim/adagrad.h"
+#include <hitch/optim/adagrad.h>
 
 #include <cmath>
 #include <limits>

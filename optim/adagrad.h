@@ -16,7 +16,7 @@
 #include <optional>
 #include <vector>
 
-#include "optim/optimizer.h"
+#include <hitch/optim/optimizer.h>
 
 namespace hitch::optim {
 

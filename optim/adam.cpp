@@ -2,7 +2,7 @@
 // is PyTorch 1.13's single-tensor path in float32 (REFERENCE §3.2's bit-exact recipe):
 //   g + wd*p as one add-with-multiplier; m*b1 then + (1-b1)*g; v*b2 then + (1-b2)*g*g;
 //   den = sqrt(v)/sqrt(bc2) + eps; p + (-lr/bc1)*m/den; scalars in double, rounded to float once.
-#include "optim/adam.h"
+#include <hitch/optim/adam.h>
 
 #include <cmath>
 #include <limits>

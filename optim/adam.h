@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "optim/optimizer.h"
+#include <hitch/optim/optimizer.h>
 
 namespace hitch::optim {
 

@@ -1,5 +1,5 @@
 // hitch/optim/clip.cpp: clip_grad_norm (see clip.h).
-#include "optim/clip.h"
+#include <hitch/optim/clip.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "optim/optimizer.h"
+#include <hitch/optim/optimizer.h>
 
 namespace hitch::optim {
 

@@ -10,7 +10,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/parameter.h"
+#include <hitch/core/parameter.h>
 
 namespace hitch::optim {
 

@@ -1,5 +1,5 @@
 // hitch/optim/lr_scheduler.cpp: StepLR and CosineAnnealingLR (see lr_scheduler.h).
-#include "optim/lr_scheduler.h"
+#include <hitch/optim/lr_scheduler.h>
 
 #include <algorithm>
 #include <cmath>

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "optim/optimizer.h"
+#include <hitch/optim/optimizer.h>
 
 namespace hitch::optim {
 

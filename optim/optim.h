@@ -2,10 +2,10 @@
 // hitch::optim). docs/optim.md has the formulas and every difference from PyTorch 1.13.
 #pragma once
 
-#include "optim/adagrad.h"
-#include "optim/adam.h"
-#include "optim/clip.h"
-#include "optim/lr_scheduler.h"
-#include "optim/optimizer.h"
-#include "optim/sgd.h"
-#include "optim/sparse_adam.h"
+#include <hitch/optim/adagrad.h>
+#include <hitch/optim/adam.h>
+#include <hitch/optim/clip.h>
+#include <hitch/optim/lr_scheduler.h>
+#include <hitch/optim/optimizer.h>
+#include <hitch/optim/sgd.h>
+#include <hitch/optim/sparse_adam.h>

@@ -1,5 +1,5 @@
 // hitch/optim/optimizer.cpp: the shared optimizer machinery (see optimizer.h).
-#include "optim/optimizer.h"
+#include <hitch/optim/optimizer.h>
 
 #include <cmath>
 

@@ -54,9 +54,9 @@
 #include <utility>
 #include <vector>
 
-#include "core/grad.h"
-#include "core/parallel.h"
-#include "core/parameter.h"
+#include <hitch/core/grad.h>
+#include <hitch/core/parallel.h>
+#include <hitch/core/parameter.h>
 
 namespace hitch::optim {
 

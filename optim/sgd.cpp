@@ -1,6 +1,6 @@
 // hitch/optim/sgd.cpp: SGD (see sgd.h). Element order follows PyTorch 1.13's single-tensor
 // path in float32, with every scalar computed in double and rounded to float once.
-#include "optim/sgd.h"
+#include <hitch/optim/sgd.h>
 
 #include <fmt/format.h>
 

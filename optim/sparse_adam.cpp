@@ -1,7 +1,7 @@
 // hitch/optim/sparse_adam.cpp: SparseAdam (see sparse_adam.h). Element order follows PyTorch
 // 1.13's sparse_adam in float32: the moments are updated in the "old += (1-b)(new-old)" form,
 // and p gets (m / (sqrt(v) + eps)) * (-step_size). Only the gradient's rows are read or written.
-#include "optim/sparse_adam.h"
+#include <hitch/optim/sparse_adam.h>
 
 #include <cmath>
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 namespace ckpt_test {
 

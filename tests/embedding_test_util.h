@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 namespace emb_test {
 

@@ -15,9 +15,9 @@
 
 #include <doctest/doctest.h>
 
-#include "core/gradcheck.h"
-#include "core/tape.h"
-#include "ops/ops.h"
+#include <hitch/core/gradcheck.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/ops.h>
 
 // tape_size() before and after a call that must throw: a rejected call records nothing.
 #define CHECK_REJECTS(expr, msg)                        \

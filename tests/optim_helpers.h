@@ -10,8 +10,8 @@
 
 #include <doctest/doctest.h>
 
-#include "core/grad.h"
-#include "core/parameter.h"
+#include <hitch/core/grad.h>
+#include <hitch/core/parameter.h>
 
 namespace optim_test {
 

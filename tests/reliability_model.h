@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 namespace reliability {
 

@@ -10,7 +10,7 @@
 #include <optional>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 namespace hitch_test {
 

@@ -12,7 +12,7 @@
 #include <limits>
 #include <thread>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

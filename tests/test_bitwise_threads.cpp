@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "reliability_model.h"
 
 using namespace hitch;

@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 
 #include "checkpoint_model.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 using ckpt_test::TiedModel;

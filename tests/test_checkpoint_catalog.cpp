@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "checkpoint_model.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "state_snapshot.h"
 
 using namespace hitch;

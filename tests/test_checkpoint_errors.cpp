@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "checkpoint_model.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

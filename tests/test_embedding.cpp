@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "embedding_test_util.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 using emb_test::leaf;

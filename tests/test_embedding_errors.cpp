@@ -5,7 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "embedding_test_util.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 using emb_test::leaf;

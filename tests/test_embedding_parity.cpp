@@ -13,7 +13,7 @@
 #include <cmath>
 #include <tuple>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "parity.h"
 
 using namespace hitch;

@@ -7,7 +7,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -10,7 +10,7 @@
 #include <sstream>
 #include <thread>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "state_snapshot.h"
 
 using namespace hitch;

@@ -15,7 +15,7 @@
 
 #include <doctest/doctest.h>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

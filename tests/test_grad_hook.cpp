@@ -6,7 +6,7 @@
 
 #include <map>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

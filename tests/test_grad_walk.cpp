@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "hitch.h"
-#include "ops/embedding_detail.h"
+#include <hitch/hitch.h>
+#include <hitch/ops/embedding_detail.h>
 
 using namespace hitch;
 

@@ -15,9 +15,9 @@
 
 #include <doctest/doctest.h>
 
-#include "core/tape.h"
-#include "nn/nn.h"
-#include "ops/ops.h"
+#include <hitch/core/tape.h>
+#include <hitch/nn/nn.h>
+#include <hitch/ops/ops.h>
 #include "sanitized.h"
 
 using namespace hitch;

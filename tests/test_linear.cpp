@@ -3,10 +3,10 @@
 
 #include <doctest/doctest.h>
 
-#include "core/gradcheck.h"
-#include "core/tape.h"
-#include "nn/linear.h"
-#include "ops/ops.h"
+#include <hitch/core/gradcheck.h>
+#include <hitch/core/tape.h>
+#include <hitch/nn/linear.h>
+#include <hitch/ops/ops.h>
 
 using namespace hitch;
 

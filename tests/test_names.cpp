@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

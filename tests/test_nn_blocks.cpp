@@ -8,11 +8,11 @@
 
 #include <doctest/doctest.h>
 
-#include "core/gradcheck.h"
-#include "core/tape.h"
-#include "nn/nn.h"
+#include <hitch/core/gradcheck.h>
+#include <hitch/core/tape.h>
+#include <hitch/nn/nn.h>
 #include "op_table.h"
-#include "ops/ops.h"
+#include <hitch/ops/ops.h>
 #include "state_snapshot.h"
 
 using namespace hitch;

@@ -10,9 +10,9 @@
 
 #include <fmt/format.h>
 
-#include "core/tape.h"
-#include "nn/nn.h"
-#include "ops/ops.h"
+#include <hitch/core/tape.h>
+#include <hitch/nn/nn.h>
+#include <hitch/ops/ops.h>
 #include "state_snapshot.h"
 
 using namespace hitch;

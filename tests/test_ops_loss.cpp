@@ -12,11 +12,11 @@
 
 #include <doctest/doctest.h>
 
-#include "core/gradcheck.h"
-#include "core/tape.h"
+#include <hitch/core/gradcheck.h>
+#include <hitch/core/tape.h>
 #include "op_table.h"
-#include "ops/exp_kernel.h"
-#include "ops/ops.h"
+#include <hitch/ops/exp_kernel.h>
+#include <hitch/ops/ops.h>
 
 using namespace hitch;
 using namespace op_test;

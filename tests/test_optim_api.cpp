@@ -3,7 +3,7 @@
 // step() checking everything before it writes anything.
 #include <doctest/doctest.h>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "optim_helpers.h"
 
 using namespace hitch;

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numbers>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "optim_helpers.h"
 
 using namespace hitch;

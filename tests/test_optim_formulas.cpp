@@ -6,7 +6,7 @@
 #include <cmath>
 #include <map>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "optim_helpers.h"
 
 using namespace hitch;

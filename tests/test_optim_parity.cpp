@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "parity.h"
 
 using namespace hitch;

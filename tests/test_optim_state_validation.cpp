@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "optim_helpers.h"
 
 using namespace hitch;

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "parity.h"
 
 using namespace hitch;

@@ -8,7 +8,7 @@
 #include <set>
 #include <string>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "parity.h"
 
 using namespace hitch;

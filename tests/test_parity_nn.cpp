@@ -10,7 +10,7 @@
 
 #include <map>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "parity.h"
 
 using namespace hitch;

@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "parity.h"
 
 using namespace hitch;

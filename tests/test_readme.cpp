@@ -1,7 +1,7 @@
 // The README's code sample, compiled and run as written, plus what it claims.
 #include <doctest/doctest.h>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

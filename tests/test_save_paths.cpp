@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "checkpoint_model.h"
-#include "hitch.h"
-#include "nn/safetensors.h"
+#include <hitch/hitch.h>
+#include <hitch/nn/safetensors.h>
 
 using namespace hitch;
 namespace fs = std::filesystem;

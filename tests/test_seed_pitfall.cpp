@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 using namespace hitch::optim;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <memory>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <thread>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using hitch::Tensor;
 

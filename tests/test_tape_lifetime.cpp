@@ -10,7 +10,7 @@
 #include <string>
 #include <thread>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "sanitized.h"
 
 using namespace hitch;

@@ -9,7 +9,7 @@
 #include <limits>
 #include <string>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "sanitized.h"
 
 using namespace hitch;

@@ -17,7 +17,7 @@
 #include <sstream>
 #include <string>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

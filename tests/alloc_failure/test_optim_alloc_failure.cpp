@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "reliability_model.h"
 #include "optim_helpers.h"
 

@@ -31,7 +31,7 @@
 #include <fmt/ranges.h>
 
 #include "../checkpoint_model.h"
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 extern char** environ;
 

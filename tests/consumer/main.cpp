@@ -1,5 +1,5 @@
 // Uses the installed package: one Parameter read twice, one backward, checks the summed gradient.
-#include <hitch.h>
+#include <hitch/hitch.h>
 
 int main() {
   hitch::Parameter w("w", hitch::Tensor({2}, {1.0f, 2.0f}));

@@ -8,7 +8,7 @@
 #include <optional>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 namespace fuzz {
 

@@ -42,7 +42,7 @@
 #include <typeinfo>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 
 using namespace hitch;
 
