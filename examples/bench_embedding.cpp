@@ -129,7 +129,9 @@ Measured run_workload(const Workload& w, const Size& s, int max_steps, double mi
       keep += bag(bags[i]).data()[0];
       return;
     }
-    opt->zero_grad();
+    // In place, as PyTorch 1.13's default zero_grad() that scripts/bench_pytorch.py runs: the same
+    // workload on both sides (hitch's own default, set_to_none = true, drops the gradient).
+    opt->zero_grad(false);
     if (w.size == 'L') {  // next-token targets: the first column of the bag batch
       const IndexTensor targets(Shape{s.b}, std::vector<std::int64_t>(bags[i].values().begin(), bags[i].values().begin() + s.b));
       backward(cross_entropy(head(emb(singles[i])), targets));
