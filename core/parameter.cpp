@@ -59,7 +59,9 @@ bool Parameter::shares_storage_with(const Parameter& other) const { return impl(
 
 void Parameter::record_module_paths(std::vector<std::string> paths) {
   TensorImpl& t = impl();
-  if (paths.empty()) return;
+  // One undotted path: the walk began at the module that holds it directly (an Embedding on its
+  // own): "weight" says less than the name it was made with, which stays.
+  if (paths.empty() || (paths.size() == 1 && paths[0].find('.') == std::string::npos)) return;
   auto proper_dot_suffix = [](const std::string& longer, const std::string& path) {
     return longer.size() > path.size() && longer.ends_with(path) && longer[longer.size() - path.size() - 1] == '.';
   };

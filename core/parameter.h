@@ -53,7 +53,9 @@ class Parameter {
   // renames the Parameter to them joined by " = ", unless every one of them is a proper dot-suffix
   // of a path already recorded ("weight" of "emb.weight"): that is a walk from a submodule
   // (model.emb.parameters()), which must not replace the longer names the whole model gave. A
-  // walk from another root (a second model holding the same table) replaces them. Writes only
+  // walk from another root (a second model holding the same table) replaces them. A walk that
+  // finds one undotted path (it began at the module holding the Parameter directly, e.g. an
+  // Embedding on its own) records nothing: "weight" would say less than the made-with name. Writes only
   // when something changes, so repeated walks of one model are reads; a walk that renames is a
   // write to the Parameter, so do not walk one module tree from two threads at once.
   void record_module_paths(std::vector<std::string> paths);

@@ -12,7 +12,9 @@
 // `bag` and `head` share one table calls it "emb.weight = bag.weight = head.weight", not
 // "weight" (the name nn::Embedding gave it). A walk from a submodule (model.emb.parameters())
 // keeps the longer names the whole model gave (core/parameter.h, record_module_paths); a
-// Parameter no walk has seen keeps the name it was made with. Only the label changes: keys
+// Parameter no walk has seen keeps the name it was made with, and so does one walked only from
+// the module that holds it directly under one name (an Embedding on its own: "weight" would say
+// less than the made-with name). Only the label changes: keys
 // (named_parameters(), state_dict, checkpoints) are always single dotted paths. PyTorch's
 // Parameters have no names of their own; its messages rarely name a Parameter at all.
 //

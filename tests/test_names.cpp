@@ -34,9 +34,9 @@ const std::string kTied = "emb.weight = bag.weight = head.weight";
 
 // Another root holding a table under a path that is not a suffix of ThreeWay's.
 struct Other : nn::Module {
-  Parameter table;
-  explicit Other(Parameter t) : table(std::move(t)) {}
-  void members(Members& m) const override { m.param("table", table); }
+  nn::Embedding lookup;
+  explicit Other(Parameter t) : lookup(std::move(t)) {}
+  void members(Members& m) const override { m.module("lookup", lookup); }
 };
 
 // The from_pretrained pitfall: bag holds a second Parameter over emb's storage.
@@ -118,7 +118,7 @@ TEST_CASE("names: a walk from a submodule keeps the whole model's longer names, 
   // Another model holding the same table under another path renames it; walking m renames back.
   Other other(m.emb.weight);
   (void)other.parameters();
-  CHECK(m.emb.weight.name() == "table");
+  CHECK(m.emb.weight.name() == "lookup.weight");
   (void)m.parameters();
   CHECK(m.emb.weight.name() == kTied);
 
@@ -128,6 +128,32 @@ TEST_CASE("names: a walk from a submodule keeps the whole model's longer names, 
   (void)m.parameters();
   CHECK(old_table.name() == "emb.weight = bag.weight");
   CHECK(m.head.weight.name() == "head.weight");
+}
+
+TEST_CASE("names: a walk from the module that holds a Parameter directly keeps the name it was made with") {
+  // A new user's stumble: Parameter("t") wrapped in an Embedding was renamed "weight" by the
+  // Embedding's own requires_grad_(); one undotted path says less than the made-with name.
+  nn::Embedding solo(Parameter("t", Tensor::zeros({4, 2})));
+  solo.requires_grad_(true);
+  (void)solo.parameters();
+  CHECK(solo.weight.name() == "t");
+  CHECK(solo.weight.module_paths().empty());
+  // ... and after a model's walk, a walk from that module keeps the model's longer names.
+  Other model(solo.weight);
+  (void)model.parameters();
+  CHECK(model.lookup.weight.name() == "lookup.weight");
+  (void)model.lookup.parameters();
+  CHECK(model.lookup.weight.name() == "lookup.weight");
+  // Two names in one module are a tie, named even without dots.
+  struct TwoNames : nn::Module {
+    Parameter p{"p", Tensor::zeros({2})};
+    void members(Members& m) const override {
+      m.param("a", p);
+      m.param("b", p);
+    }
+  } two;
+  (void)two.parameters();
+  CHECK(two.p.name() == "a = b");
 }
 
 TEST_CASE("names: a refused walk names both aliases by their paths and renames nothing") {
