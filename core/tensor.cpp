@@ -454,6 +454,9 @@ template <class T>
 static std::string format_values(const Shape& shape, std::span<const T> v) {
   Shape strides(shape.size(), 1);
   for (std::size_t d = shape.size(); d-- > 1;) strides[d - 1] = strides[d] * shape[d];
+  // No values: "[]" whatever the shape, as PyTorch prints tensor([], size=(3, 0)); walking the
+  // dims of [2^40, 0] would print 2^40 "[]" rows.
+  if (v.empty()) return "[]";
   std::string out;
   format_nested(out, shape, strides, v, 0, 0, static_cast<std::int64_t>(v.size()) > kPrintThreshold);
   return out;

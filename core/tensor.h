@@ -233,7 +233,8 @@ std::int64_t wrap_dim(std::string_view op, std::int64_t dim, std::int64_t rank);
 // "index_tensor([3, 4], shape=[2])". Past kPrintThreshold elements the output is summarised as
 // PyTorch does (torch.set_printoptions defaults: threshold 1000, edgeitems 3): every dim longer
 // than 2 * kPrintEdgeItems shows its first and last kPrintEdgeItems entries around "...",
-// "tensor([0, 1, 2, ..., 1997, 1998, 1999], shape=[2000])". Unlike PyTorch, no column
+// "tensor([0, 1, 2, ..., 1997, 1998, 1999], shape=[2000])". A tensor without values prints as
+// "tensor([], shape=[3,0])" whatever its shape (PyTorch: tensor([], size=(3, 0))). Unlike PyTorch, no column
 // alignment and no line wrapping; the shape is always printed.
 inline constexpr std::int64_t kPrintThreshold = 1000;
 inline constexpr std::int64_t kPrintEdgeItems = 3;
