@@ -21,7 +21,7 @@ void LRScheduler::apply(std::int64_t epoch) {
                             "has {} now; build a new scheduler after add_param_group",
                             base_lrs_.size(), optimizer_.num_groups()));
   std::vector<double> lrs;
-  for (std::size_t g = 0; g < base_lrs_.size(); ++g) lrs.push_back(lr_at(g, epoch));
+  for (const double base_lr : base_lrs_) lrs.push_back(lr_at(base_lr, epoch));
   optimizer_.set_lrs(lrs);  // all checked before any is set
   // Nothing below throws.
   last_lr_.swap(lrs);
@@ -61,6 +61,16 @@ void LRScheduler::check_state_dict(const LRSchedulerState& state) const {
                             state.base_lrs.size(), base_lrs_.size()));
   for (std::size_t g = 0; g < state.base_lrs.size(); ++g)
     check_hyper(who, fmt::format("base_lrs[{}]", g), state.base_lrs[g], kNonNegative, "");
+  // The lrs the state stands for: step() refuses a non-finite one, so a saved scheduler never
+  // reached it (StepLR's gamma^(e / step_size) overflows for gamma > 1 and a large e).
+  for (std::size_t g = 0; g < state.base_lrs.size(); ++g) {
+    const double lr = lr_at(state.base_lrs[g], state.last_epoch);
+    if (!std::isfinite(lr))
+      throw Error(fmt::format("{}: last_epoch = {} gives group {} an lr of {} (base_lrs[{}] = {}), which is not "
+                              "finite; the saved scheduler could not have reached it",
+                              who, state.last_epoch, g, std::isnan(lr) ? "nan" : fmt::format("{}", lr), g,
+                              state.base_lrs[g]));
+  }
 }
 
 void LRScheduler::load_state_dict(const LRSchedulerState& state) {
@@ -68,7 +78,7 @@ void LRScheduler::load_state_dict(const LRSchedulerState& state) {
   // Nothing below throws or allocates: base_lrs_ and last_lr_ already have one value per group
   // (the check above), so load_checkpoint can call this after the optimizer's restore.
   std::copy(state.base_lrs.begin(), state.base_lrs.end(), base_lrs_.begin());
-  for (std::size_t g = 0; g < base_lrs_.size(); ++g) last_lr_[g] = lr_at(g, state.last_epoch);
+  for (std::size_t g = 0; g < base_lrs_.size(); ++g) last_lr_[g] = lr_at(base_lrs_[g], state.last_epoch);
   last_epoch_ = state.last_epoch;
 }
 
@@ -83,8 +93,8 @@ std::map<std::string, double> StepLR::hyper() const {
   return {{"step_size", static_cast<double>(step_size_)}, {"gamma", gamma_}};
 }
 
-double StepLR::lr_at(std::size_t group, std::int64_t epoch) const {
-  return base_lrs()[group] * std::pow(gamma_, static_cast<double>(epoch / step_size_));
+double StepLR::lr_at(double base_lr, std::int64_t epoch) const {
+  return base_lr * std::pow(gamma_, static_cast<double>(epoch / step_size_));
 }
 
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min)
@@ -98,9 +108,9 @@ std::map<std::string, double> CosineAnnealingLR::hyper() const {
   return {{"T_max", static_cast<double>(t_max_)}, {"eta_min", eta_min_}};
 }
 
-double CosineAnnealingLR::lr_at(std::size_t group, std::int64_t epoch) const {
+double CosineAnnealingLR::lr_at(double base_lr, std::int64_t epoch) const {
   const double angle = std::numbers::pi * static_cast<double>(epoch) / static_cast<double>(t_max_);
-  return eta_min_ + (base_lrs()[group] - eta_min_) * (1.0 + std::cos(angle)) / 2.0;
+  return eta_min_ + (base_lr - eta_min_) * (1.0 + std::cos(angle)) / 2.0;
 }
 
 }  // namespace hitch::optim

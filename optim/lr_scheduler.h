@@ -12,7 +12,7 @@
 // last_epoch, base_lrs and the kind's own hyper-parameters (checked on load, never taken from the
 // state: a StepLR state loaded into a CosineAnnealingLR, or one saved with another step_size,
 // is refused naming them; PyTorch's load_state_dict would silently overwrite the attributes).
-// _last_lr is not stored: it is lr_at(group, last_epoch), recomputed bit for bit. Like PyTorch's,
+// _last_lr is not stored: it is lr_at(base_lrs[group], last_epoch), recomputed bit for bit. Like PyTorch's,
 // loading does not touch the optimizer's lrs (its own state restores them; load_checkpoint does
 // both). Left out: last_epoch passed to the constructor (load a state instead), chaining.
 #pragma once
@@ -43,7 +43,7 @@ class LRScheduler {
   LRScheduler(const LRScheduler&) = delete;
   LRScheduler& operator=(const LRScheduler&) = delete;
 
-  // last_epoch += 1, then every group's lr = lr_at(group, last_epoch). All-or-nothing: an lr the
+  // last_epoch += 1, then every group's lr = lr_at(base_lrs[group], last_epoch). All-or-nothing: an lr the
   // optimizer refuses (e.g. gamma > 1 grown past the largest double) changes no lr and no epoch.
   void step();
   const std::vector<double>& get_last_lr() const { return last_lr_; }
@@ -54,8 +54,9 @@ class LRScheduler {
   LRSchedulerState state_dict() const;
   // Requires: state.kind is this scheduler's kind, state.hyper holds exactly its hyper-parameters
   // with its values, last_epoch in [0, 2^53], one base_lr per group of the optimizer, each finite
-  // and >= 0 (otherwise a hitch::Error "<kind>.load_state_dict: ..." naming the field, and
-  // nothing changes). Ensures: last_epoch, base_lrs and get_last_lr() are the saved scheduler's,
+  // and >= 0, and each group's lr at last_epoch finite (StepLR with gamma > 1 overflows: step()
+  // never gets there) (otherwise a hitch::Error "<kind>.load_state_dict: ..." naming the field,
+  // and nothing changes). Ensures: last_epoch, base_lrs and get_last_lr() are the saved scheduler's,
   // so the following step()s set the lrs it would have set. The optimizer's lrs are not touched.
   void load_state_dict(const LRSchedulerState& state);
   // The checks of load_state_dict alone (load_checkpoint runs them before it writes anything).
@@ -67,7 +68,8 @@ class LRScheduler {
   virtual std::map<std::string, double> hyper() const = 0;
   // Sets the lrs for epoch, then last_epoch_ = epoch (derived constructors: 0; step(): +1).
   void apply(std::int64_t epoch);
-  virtual double lr_at(std::size_t group, std::int64_t epoch) const = 0;
+  // The lr of a group whose base lr is base_lr, at epoch (the closed form above).
+  virtual double lr_at(double base_lr, std::int64_t epoch) const = 0;
 
  private:
   Optimizer& optimizer_;
@@ -84,7 +86,7 @@ class StepLR : public LRScheduler {
 
  protected:
   std::map<std::string, double> hyper() const override;
-  double lr_at(std::size_t group, std::int64_t epoch) const override;
+  double lr_at(double base_lr, std::int64_t epoch) const override;
 
  private:
   std::int64_t step_size_;
@@ -98,7 +100,7 @@ class CosineAnnealingLR : public LRScheduler {
 
  protected:
   std::map<std::string, double> hyper() const override;
-  double lr_at(std::size_t group, std::int64_t epoch) const override;
+  double lr_at(double base_lr, std::int64_t epoch) const override;
 
  private:
   std::int64_t t_max_;
