@@ -3,6 +3,7 @@
 #include <hitch/nn/tie_match.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <set>
 
@@ -82,6 +83,13 @@ std::string first_difference(std::span<const std::byte> a, std::span<const std::
     float x = 0.0f, y = 0.0f;
     std::memcpy(&x, a.data() + i, sizeof x);
     std::memcpy(&y, b.data() + i, sizeof y);
+    // Values that print alike (NaNs with other payloads) are told apart by their bits.
+    if (fmt::format("{}", x) == fmt::format("{}", y)) {
+      std::uint32_t bx = 0, by = 0;
+      std::memcpy(&bx, &x, sizeof bx);
+      std::memcpy(&by, &y, sizeof by);
+      return fmt::format("element {}: {} (bits {:#010x}) and {} (bits {:#010x})", i / sizeof(float), x, bx, y, by);
+    }
     return fmt::format("element {}: {} and {}", i / sizeof(float), x, y);
   }
   return fmt::format("{} and {} bytes", a.size(), b.size());  // unreachable for equal shapes

@@ -56,8 +56,9 @@ struct TieMatch {
   std::string problems(bool strict = true) const;
 };
 
-// The first element at which two F32 byte spans differ bitwise, as "element 4: 0.5 and 0.25",
-// or empty when they are bitwise equal.
+// The first element at which two F32 byte spans differ bitwise, as "element 4: 0.5 and 0.25"
+// ("element 0: nan (bits 0x7fc00001) and nan (bits 0x7fc00002)" when both print alike), or
+// empty when they are bitwise equal.
 std::string first_difference(std::span<const std::byte> a, std::span<const std::byte> b);
 
 // tensors: stored name -> dtype, shape and bytes; ties: further name -> stored name (every target
