@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "hitch.h"
+#include <hitch/hitch.h>
 #include "state_snapshot.h"
 
 using namespace hitch;
