@@ -4,12 +4,36 @@
 // generator's state too (it draws an odd number of normals, so a Box-Muller spare is pending).
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 #include <hitch/hitch.h>
 
 namespace ckpt_test {
+
+// A folder of one's own under the working directory, emptied when made and removed when gone.
+// The pid keeps parallel ctest processes (one per test case) out of each other's folders.
+struct Folder {
+  std::filesystem::path path;
+  explicit Folder(const std::string& name)
+      : path(std::filesystem::absolute("checkpoint_" + name + "_" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~Folder() { std::filesystem::remove_all(path); }
+  Folder(const Folder&) = delete;
+  Folder& operator=(const Folder&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  std::size_t entries() const {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
+    return n;
+  }
+};
 
 struct TiedModel : hitch::nn::Module {
   hitch::nn::Embedding emb;

@@ -21,17 +21,9 @@ using namespace hitch;
 using ckpt_test::TiedModel;
 namespace fs = std::filesystem;
 
-namespace {
+using ckpt_test::Folder;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::absolute("checkpoint_test_" + name)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+namespace {
 
 std::vector<std::byte> read_file(const std::string& path) { return nn::read_whole_file("test", path); }
 
@@ -53,7 +45,7 @@ struct UntiedModel : nn::Module {
 }  // namespace
 
 TEST_CASE("checkpoint: round trip writes values in place, keeps identities and ties") {
-  TempDir dir("roundtrip");
+  Folder dir("test_roundtrip");
   Generator g1(1), g2(2);
   TiedModel saved(6, 3, false, g1), loaded(6, 3, false, g2);
   nn::save_checkpoint(dir.file("m.safetensors"), saved);
@@ -74,7 +66,7 @@ TEST_CASE("checkpoint: round trip writes values in place, keeps identities and t
 }
 
 TEST_CASE("checkpoint: the file stores a tied table once, records the tie, aligns every tensor") {
-  TempDir dir("layout");
+  Folder dir("test_layout");
   Generator g(1);
   TiedModel model(6, 3, false, g);
   optim::Adam opt(model.parameters(), {.lr = 0.1});
@@ -102,7 +94,7 @@ TEST_CASE("checkpoint: the file stores a tied table once, records the tie, align
 }
 
 TEST_CASE("checkpoint: after loading a tied model, one step moves both modules' view of the table") {
-  TempDir dir("tie_step");
+  Folder dir("test_tie_step");
   Generator g1(1), g2(2);
   TiedModel saved(6, 3, false, g1), loaded(6, 3, false, g2);
   nn::save_checkpoint(dir.file("m.safetensors"), saved);
@@ -119,7 +111,7 @@ TEST_CASE("checkpoint: after loading a tied model, one step moves both modules' 
 }
 
 TEST_CASE("checkpoint: the file's ties must be the module's ties, and nothing changes otherwise") {
-  TempDir dir("tie_mismatch");
+  Folder dir("test_tie_mismatch");
   Generator g1(1), g2(2), g3(3), g4(4);
   TiedModel tied(6, 3, false, g1), tied_target(6, 3, false, g3);
   UntiedModel untied(g2), untied_target(g4);
@@ -158,7 +150,7 @@ TEST_CASE("checkpoint: the file's ties must be the module's ties, and nothing ch
 }
 
 TEST_CASE("checkpoint: missing keys, unexpected keys and shape mismatches are reported together") {
-  TempDir dir("mismatch");
+  Folder dir("test_mismatch");
   struct Pair : nn::Module {
     Parameter a, b, c;
     void members(Members& m) const override {
@@ -193,7 +185,7 @@ TEST_CASE("checkpoint: missing keys, unexpected keys and shape mismatches are re
 }
 
 TEST_CASE("checkpoint: optimizer state round trip for every optimizer, then identical steps") {
-  TempDir dir("optim");
+  Folder dir("test_optim");
   using Make = std::function<std::unique_ptr<optim::Optimizer>(TiedModel&)>;
   const std::vector<std::pair<std::string, Make>> cases = {
       {"SGD", [](TiedModel& m) { return std::make_unique<optim::SGD>(m.parameters(), optim::SGDOptions{.lr = 0.1, .momentum = 0.9}); }},
@@ -230,7 +222,7 @@ TEST_CASE("checkpoint: optimizer state round trip for every optimizer, then iden
 }
 
 TEST_CASE("checkpoint: optimizer and generator sections must be there and of the right kind") {
-  TempDir dir("parts");
+  Folder dir("test_parts");
   Generator g1(1), g2(2);
   TiedModel a(6, 3, false, g1), b(6, 3, false, g2);
   optim::Adam adam_a(a.parameters()), adam_b(b.parameters());
@@ -262,7 +254,7 @@ TEST_CASE("checkpoint: optimizer and generator sections must be there and of the
 }
 
 TEST_CASE("checkpoint: the generator resumes its exact sequence, pending Box-Muller value included") {
-  TempDir dir("generator");
+  Folder dir("test_generator");
   Generator g1(1);
   TiedModel m(6, 3, false, g1);
   Generator gen(77);
@@ -276,7 +268,7 @@ TEST_CASE("checkpoint: the generator resumes its exact sequence, pending Box-Mul
 }
 
 TEST_CASE("checkpoint: a failed write names the path and the OS error and keeps the old file") {
-  TempDir dir("write_errors");
+  Folder dir("test_write_errors");
   Generator g1(1), g2(2);
   TiedModel a(6, 3, false, g1), b(6, 3, false, g2);
   const std::string missing = dir.file("no/such/folder/m.safetensors");

@@ -30,24 +30,9 @@
 using namespace hitch;
 namespace fs = std::filesystem;
 
-namespace {
+using ckpt_test::Folder;
 
-struct Folder {
-  fs::path path;
-  // The pid keeps parallel ctest processes (one per test case) out of each other's folders.
-  explicit Folder(const std::string& name)
-      : path(fs::absolute("checkpoint_catalog_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Folder() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::size_t entries() const {
-    std::size_t n = 0;
-    for ([[maybe_unused]] const auto& e : fs::directory_iterator(path)) ++n;
-    return n;
-  }
-};
+namespace {
 
 // A trained tied model (emb.weight shared by emb and bag, plus proj), a two-group Adam with state
 // for both, a gradient waiting for the next step and a data generator with a spare pending.
@@ -101,7 +86,7 @@ struct Contents {
 
 // The bytes of a checkpoint saved from Trained(1) with all its parts.
 std::vector<std::byte> good_checkpoint() {
-  Folder dir("source");
+  Folder dir("catalog_source");
   Trained source(1);
   nn::save_checkpoint(dir.file("m.safetensors"), source.model, source.parts());
   return nn::read_whole_file("test", dir.file("m.safetensors"));
@@ -132,7 +117,7 @@ Parameter param(const char* name, std::vector<float> values) {
 }  // namespace
 
 TEST_CASE("checkpoint catalog: a Parameter name reserved for optimizer or generator state, on save and load") {
-  Folder dir("reserved");
+  Folder dir("catalog_reserved");
   const std::string path = dir.file("m.safetensors");
   Named ok;
   ok.members_ = {{"w", param("w", {1, 2})}};
@@ -156,7 +141,7 @@ TEST_CASE("checkpoint catalog: a Parameter name reserved for optimizer or genera
 }
 
 TEST_CASE("checkpoint catalog: save refuses names the safetensors header cannot hold, keeping the old file") {
-  Folder dir("header");
+  Folder dir("catalog_header");
   const std::string path = dir.file("m.safetensors");
   Named ok;
   ok.members_ = {{"w", param("w", {1, 2})}};
@@ -378,7 +363,7 @@ TEST_CASE("checkpoint catalog: optimizer state the optimizer cannot reach is ref
 }
 
 TEST_CASE("checkpoint catalog: reading a folder as a checkpoint") {
-  Folder dir("read");
+  Folder dir("catalog_read");
   Trained target(2);
   const Snapshot snap(target);
   // open() succeeds on a folder; read() then fails with EISDIR.
@@ -389,7 +374,7 @@ TEST_CASE("checkpoint catalog: reading a folder as a checkpoint") {
 }
 
 TEST_CASE("checkpoint catalog: writing the temporary file fails (file size limit), the old file stays") {
-  Folder dir("efbig");
+  Folder dir("catalog_efbig");
   const std::string path = dir.file("m.safetensors");
   Trained model(2);
   Named small;

@@ -30,20 +30,11 @@
 using namespace hitch;
 namespace fs = std::filesystem;
 
+using ckpt_test::Folder;
+
 namespace {
 
 const std::string kFixtures = std::string(HITCH_FIXTURES_DIR) + "/interop/";
-
-struct Folder {
-  fs::path path;
-  explicit Folder(const std::string& name)
-      : path(fs::absolute("checkpoint_interop_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Folder() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 // The fixtures' model: an embedding that is also the output projection (one Parameter) plus the
 // projection's bias, as PyTorch names them; head_first lists the tied members the other way.
@@ -152,7 +143,7 @@ TEST_CASE("interop: save_model, transformers and both-names layouts load into a 
 }
 
 TEST_CASE("interop: hitch's own file of a tied model loads into the reversed member order") {
-  Folder dir("own");
+  Folder dir("interop_own");
   TiedLM saved(1), loaded(2, true);
   nn::save_checkpoint(dir.file("m.safetensors"), saved);
   nn::load_checkpoint(dir.file("m.safetensors"), loaded);
@@ -388,7 +379,7 @@ const std::vector<std::pair<std::string, MakeOpt>>& every_optimizer() {
 }  // namespace
 
 TEST_CASE("interop: optimizer state of a tied Parameter is found under any of its names, every optimizer") {
-  Folder dir("optim_order");
+  Folder dir("interop_optim_order");
   for (const auto& [name, make] : every_optimizer()) {
     for (const bool save_reversed : {false, true}) {
       CAPTURE(name);
@@ -427,7 +418,7 @@ TEST_CASE("interop: optimizer state of a tied Parameter is found under any of it
 }
 
 TEST_CASE("interop: optimizer state held under two names of one tied Parameter is refused naming all its names") {
-  Folder dir("optim_twice");
+  Folder dir("interop_optim_twice");
   Generator g1(1), g2(2);
   ckpt_test::TiedModel a(6, 3, false, g1), b(6, 3, false, g2);
   optim::Adam opt_a(a.parameters(), {.lr = 0.1}), opt_b(b.parameters(), {.lr = 0.1});
@@ -476,7 +467,7 @@ struct Sched {
 }  // namespace
 
 TEST_CASE("interop: LR scheduler state is saved and restored, the following lrs and steps bitwise equal") {
-  Folder dir("sched");
+  Folder dir("interop_sched");
   for (const bool cosine : {false, true}) {
     CAPTURE(cosine);
     Sched a(9, cosine);
@@ -513,7 +504,7 @@ TEST_CASE("interop: LR scheduler state is saved and restored, the following lrs 
 }
 
 TEST_CASE("interop: scheduler state of another kind, other hyper-parameters or out of range is refused") {
-  Folder dir("sched_bad");
+  Folder dir("interop_sched_bad");
   Sched step_lr(9, false), cosine(9, true);
   step_lr.step();
   nn::save_checkpoint(dir.file("step.safetensors"), step_lr.model, step_lr.parts());
