@@ -69,11 +69,15 @@ std::vector<std::byte> fixture(const std::string& name) { return nn::read_whole_
 
 // A file's tensors and metadata as the writer takes them, to re-write it with one edit.
 struct Contents {
+  std::vector<std::byte> file;  // a copy: the tensors' bytes point into it
   std::vector<nn::SafetensorsTensor> tensors;
   std::map<std::string, std::string> metadata;
-  std::vector<std::vector<std::byte>> owned;  // bytes of tensors added by a test
+  std::vector<std::vector<std::byte>> owned;  // bytes of tensors added by a test (moving the
+                                              // outer vector keeps each inner buffer in place)
 
-  explicit Contents(const std::vector<std::byte>& file) {
+  Contents(const Contents&) = delete;  // a copy's tensors would point into the original's file
+  Contents& operator=(const Contents&) = delete;
+  explicit Contents(std::vector<std::byte> bytes) : file(std::move(bytes)) {
     const nn::Safetensors st = nn::parse_safetensors(file);
     metadata = st.metadata;
     for (const nn::SafetensorsEntry& e : st.tensors) tensors.push_back({e.name, e.dtype, e.shape, e.bytes});
