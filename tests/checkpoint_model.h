@@ -6,8 +6,12 @@
 
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -32,6 +36,44 @@ struct Folder {
     std::size_t n = 0;
     for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
     return n;
+  }
+};
+
+// A safetensors file's tensors and metadata as the writer takes them, to re-write it with edits.
+struct Contents {
+  std::vector<std::byte> file;  // a copy: the tensors' bytes point into it
+  std::vector<hitch::nn::SafetensorsTensor> tensors;
+  std::map<std::string, std::string> metadata;
+  std::vector<std::vector<std::byte>> owned;  // bytes of tensors added by a test (moving the
+                                              // outer vector keeps each inner buffer in place)
+
+  Contents(const Contents&) = delete;  // a copy's tensors would point into the original's file
+  Contents& operator=(const Contents&) = delete;
+  explicit Contents(std::vector<std::byte> bytes) : file(std::move(bytes)) {
+    const hitch::nn::Safetensors st = hitch::nn::parse_safetensors(file);
+    metadata = st.metadata;
+    for (const hitch::nn::SafetensorsEntry& e : st.tensors) tensors.push_back({e.name, e.dtype, e.shape, e.bytes});
+  }
+  void add(const std::string& name, const std::string& dtype, hitch::Shape shape, std::vector<std::byte> bytes) {
+    owned.push_back(std::move(bytes));
+    tensors.push_back({name, dtype, std::move(shape), owned.back()});
+  }
+  void add_f32(const std::string& name, hitch::Shape shape, const std::vector<float>& values) {
+    std::vector<std::byte> b(values.size() * sizeof(float));
+    std::memcpy(b.data(), values.data(), b.size());
+    add(name, "F32", std::move(shape), std::move(b));
+  }
+  hitch::nn::SafetensorsTensor& tensor(const std::string& name) {
+    for (hitch::nn::SafetensorsTensor& t : tensors)
+      if (t.name == name) return t;
+    throw std::out_of_range("Contents: no tensor '" + name + "'");
+  }
+  std::vector<std::byte> bytes() const {
+    const std::string header = hitch::nn::safetensors_header(tensors, metadata);
+    std::vector<std::byte> out(header.size());
+    std::memcpy(out.data(), header.data(), header.size());
+    for (const hitch::nn::SafetensorsTensor& t : tensors) out.insert(out.end(), t.bytes.begin(), t.bytes.end());
+    return out;
   }
 };
 

@@ -30,6 +30,7 @@
 using namespace hitch;
 namespace fs = std::filesystem;
 
+using ckpt_test::Contents;
 using ckpt_test::Folder;
 
 namespace {
@@ -57,31 +58,6 @@ struct Trained {
 struct Snapshot : hitch_test::StateSnapshot {
   using StateSnapshot::StateSnapshot;
   explicit Snapshot(Trained& t) : StateSnapshot(t.model.parameters(), &t.opt, &t.data) {}
-};
-
-// A checkpoint file's tensors and metadata as the writer takes them (bytes point into the file).
-struct Contents {
-  std::vector<nn::SafetensorsTensor> tensors;
-  std::map<std::string, std::string> metadata;
-
-  explicit Contents(const std::vector<std::byte>& file) {
-    const nn::Safetensors st = nn::parse_safetensors(file);
-    metadata = st.metadata;
-    for (const nn::SafetensorsEntry& e : st.tensors) tensors.push_back({e.name, e.dtype, e.shape, e.bytes});
-  }
-  nn::SafetensorsTensor& tensor(const std::string& name) {
-    for (nn::SafetensorsTensor& t : tensors)
-      if (t.name == name) return t;
-    FAIL("no tensor " << name);
-    return tensors.front();
-  }
-  std::vector<std::byte> bytes() const {
-    const std::string header = nn::safetensors_header(tensors, metadata);
-    std::vector<std::byte> out(header.size());
-    std::memcpy(out.data(), header.data(), header.size());
-    for (const nn::SafetensorsTensor& t : tensors) out.insert(out.end(), t.bytes.begin(), t.bytes.end());
-    return out;
-  }
 };
 
 // The bytes of a checkpoint saved from Trained(1) with all its parts.

@@ -30,6 +30,7 @@
 using namespace hitch;
 namespace fs = std::filesystem;
 
+using ckpt_test::Contents;
 using ckpt_test::Folder;
 
 namespace {
@@ -66,39 +67,6 @@ std::vector<float> fixture_emb() {
 const std::vector<float> kFixtureBias = {0.5f, -0.25f, 0.125f, 1.0f, -2.0f};
 
 std::vector<std::byte> fixture(const std::string& name) { return nn::read_whole_file("test", kFixtures + name); }
-
-// A file's tensors and metadata as the writer takes them, to re-write it with one edit.
-struct Contents {
-  std::vector<std::byte> file;  // a copy: the tensors' bytes point into it
-  std::vector<nn::SafetensorsTensor> tensors;
-  std::map<std::string, std::string> metadata;
-  std::vector<std::vector<std::byte>> owned;  // bytes of tensors added by a test (moving the
-                                              // outer vector keeps each inner buffer in place)
-
-  Contents(const Contents&) = delete;  // a copy's tensors would point into the original's file
-  Contents& operator=(const Contents&) = delete;
-  explicit Contents(std::vector<std::byte> bytes) : file(std::move(bytes)) {
-    const nn::Safetensors st = nn::parse_safetensors(file);
-    metadata = st.metadata;
-    for (const nn::SafetensorsEntry& e : st.tensors) tensors.push_back({e.name, e.dtype, e.shape, e.bytes});
-  }
-  void add(const std::string& name, const std::string& dtype, Shape shape, std::vector<std::byte> bytes) {
-    owned.push_back(std::move(bytes));
-    tensors.push_back({name, dtype, std::move(shape), owned.back()});
-  }
-  void add_f32(const std::string& name, Shape shape, const std::vector<float>& values) {
-    std::vector<std::byte> b(values.size() * sizeof(float));
-    std::memcpy(b.data(), values.data(), b.size());
-    add(name, "F32", std::move(shape), std::move(b));
-  }
-  std::vector<std::byte> bytes() const {
-    const std::string header = nn::safetensors_header(tensors, metadata);
-    std::vector<std::byte> out(header.size());
-    std::memcpy(out.data(), header.data(), header.size());
-    for (const nn::SafetensorsTensor& t : tensors) out.insert(out.end(), t.bytes.begin(), t.bytes.end());
-    return out;
-  }
-};
 
 // 8-byte little-endian length, then the header text, then data_bytes bytes.
 std::vector<std::byte> raw_file(const std::string& header, std::size_t data_bytes) {
