@@ -70,10 +70,9 @@ void Parameter::record_module_paths(std::vector<std::string> paths) {
                        [&](const std::string& known) { return proper_dot_suffix(known, path); });
   });
   if (from_submodule) return;  // keep the whole model's longer paths
-  std::string joined = fmt::format("{}", fmt::join(paths, " = "));
-  if (t.module_paths == paths && t.name == joined) return;  // unchanged: a read only
+  if (t.module_paths == paths) return;  // unchanged (every walk of one model): a read only
+  t.name = fmt::format("{}", fmt::join(paths, " = "));
   t.module_paths = std::move(paths);
-  t.name = std::move(joined);
 }
 
 void check_no_hidden_aliases(std::string_view who, const std::vector<Parameter>& params,

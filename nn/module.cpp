@@ -18,16 +18,20 @@ struct Collector final : Module::Members {
   std::string prefix;
   std::vector<Entry> entries;
   std::unordered_map<const void*, std::size_t> index;  // identity -> position in entries
+  std::vector<std::pair<std::string, std::size_t>> reached;  // every (path, entry), member order
   void param(std::string_view name, const Parameter& p) override {
     if (!p.defined()) return;
     std::string path = prefix + std::string(name);
     auto [it, fresh] = index.emplace(p.id(), entries.size());
     if (fresh) {
+      reached.emplace_back(path, entries.size());
       entries.push_back({p, {std::move(path)}});
       return;
     }
     std::vector<std::string>& paths = entries[it->second].paths;
-    if (std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(std::move(path));
+    if (std::find(paths.begin(), paths.end(), path) != paths.end()) return;
+    reached.emplace_back(path, it->second);
+    paths.push_back(std::move(path));
   }
   void module(std::string_view name, const Module& m) override {
     const std::string saved = prefix;
@@ -47,7 +51,7 @@ struct ModuleWalker final : Module::Members {
 };
 }  // namespace
 
-std::vector<std::pair<std::string, Parameter>> Module::named_parameters() const {
+std::vector<std::pair<std::string, Parameter>> Module::named_parameters(bool remove_duplicate) const {
   Collector c;
   members(c);
   std::vector<Parameter> params;
@@ -58,10 +62,11 @@ std::vector<std::pair<std::string, Parameter>> Module::named_parameters() const 
   }
   check_no_hidden_aliases("Module::parameters", params, labels);
   std::vector<std::pair<std::string, Parameter>> named;
-  for (auto& e : c.entries) {
-    named.emplace_back(e.paths.front(), e.param);
-    e.param.record_module_paths(std::move(e.paths));  // the name every message uses from now on
-  }
+  if (remove_duplicate)
+    for (const auto& e : c.entries) named.emplace_back(e.paths.front(), e.param);
+  else
+    for (auto& [path, i] : c.reached) named.emplace_back(std::move(path), c.entries[i].param);
+  for (auto& e : c.entries) e.param.record_module_paths(std::move(e.paths));  // every message's name from now on
   return named;
 }
 

@@ -47,7 +47,9 @@ class Module {
   std::vector<Parameter> parameters() const;
   // Dotted names ("bag.weight"); a shared Parameter appears once, under its first name (its
   // other names are in Parameter::module_paths()). Names the Parameters as parameters() does.
-  std::vector<std::pair<std::string, Parameter>> named_parameters() const;
+  // remove_duplicate = false (PyTorch >= 2.0's named_parameters(remove_duplicate=False)): every
+  // (dotted name, Parameter) the members reach, a tied Parameter once per name, member order.
+  std::vector<std::pair<std::string, Parameter>> named_parameters(bool remove_duplicate = true) const;
   // Parameter::zero_grad on each Parameter once; set_to_none defaults to true (PyTorch >= 2.0).
   void zero_grad(bool set_to_none = true);
   // Sets requires_grad on every Parameter (each once; submodules included), PyTorch's

@@ -13,20 +13,6 @@ namespace hitch::nn::detail {
 
 namespace {
 
-struct AllNames final : Module::Members {
-  std::string prefix;
-  std::vector<std::pair<std::string, Parameter>> out;
-  void param(std::string_view name, const Parameter& p) override {
-    if (p.defined()) out.emplace_back(prefix + std::string(name), p);
-  }
-  void module(std::string_view name, const Module& m) override {
-    const std::string saved = prefix;
-    prefix += std::string(name) + ".";
-    m.members(*this);
-    prefix = saved;
-  }
-};
-
 std::string join(const std::vector<std::string>& items, std::string_view sep) {
   std::string out;
   for (const std::string& s : items) out += (out.empty() ? "" : std::string(sep)) + s;
@@ -43,14 +29,13 @@ std::string quoted_list(const std::vector<std::string>& names) {
 
 ModuleNames module_names(const Module& module) {
   ModuleNames names;
-  names.first = module.named_parameters();  // refuses hidden aliases
-  for (const auto& [name, p] : names.first) names.name_of.emplace(p.id(), name);
-  AllNames all;
-  module.members(all);
-  for (const auto& [name, p] : all.out) {
-    const std::string& first = names.name_of.at(p.id());
-    auto& others = names.others[first];
-    if (name != first && std::find(others.begin(), others.end(), name) == others.end()) others.push_back(name);
+  // Every name, member order (refuses hidden aliases); the first one reaching a Parameter is its key.
+  for (const auto& [name, p] : module.named_parameters(/*remove_duplicate=*/false)) {
+    auto [it, fresh] = names.name_of.emplace(p.id(), name);
+    if (fresh)
+      names.first.emplace_back(name, p);
+    else
+      names.others[it->second].push_back(name);
   }
   return names;
 }

@@ -262,3 +262,14 @@ TEST_CASE("names: checkpoint errors name a tied Parameter by all its paths") {
   CHECK(target.emb.weight.value().to_vector() == before);
   CHECK(adam.state_size() == 0);
 }
+
+TEST_CASE("names: named_parameters(false) lists a tied Parameter once per name, member order") {
+  ThreeWay m;
+  const auto all = m.named_parameters(/*remove_duplicate=*/false);
+  std::vector<std::string> keys;
+  for (const auto& [name, p] : all) keys.push_back(name);
+  CHECK(keys == std::vector<std::string>{"emb.weight", "bag.weight", "head.weight", "head.bias"});
+  CHECK(all[0].second.is_same(all[1].second));
+  CHECK(all[0].second.is_same(all[2].second));
+  CHECK(m.named_parameters().size() == 2);
+}
