@@ -156,14 +156,17 @@ void GradSink::add(std::size_t i, const Tensor& g) {
 bool GradSink::takes_lookup(std::size_t i) const {
   if (!wants(i)) return false;
   const TensorImpl& target = *node_.inputs[i];
-  return target.grad_hooks.empty() && !anomaly_mode_enabled() && Grad::lookup_fits(target.shape);
+  return target.grad_hooks.empty() && !anomaly_mode_enabled() && !reference_kernels() && lookup_fits(target.shape);
 }
 
 void GradSink::add_lookup(std::size_t i, const Lookup& lookup) {
   if (!takes_lookup(i)) throw InternalError(fmt::format("{} backward: add_lookup for input {} that does not take it", node_.op, i));
   Grad& grad = grad_of(*node_.inputs[i]);
   const bool was_dense = grad.is_dense();
-  grad.add_lookup(lookup);
+  if (grad.row_width() != 0 && lookup.width != static_cast<std::size_t>(grad.row_width()))
+    throw InternalError(fmt::format("{} backward: a lookup of width {} for a gradient of shape {}", node_.op,
+                                    lookup.width, shape_str(grad.shape())));
+  hitch::add_lookup(grad.dense_data(), static_cast<std::size_t>(grad.shape()[0]), lookup.width, lookup);
   note_dense_origin(grad, was_dense, *node_.inputs[i], node_);
 }
 

@@ -22,7 +22,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include <hitch/core/parallel.h>
+#include <hitch/core/runtime/parallel.h>
+#include <hitch/core/runtime/prefetch.h>
 #include <hitch/core/anomaly.h>
 #include <hitch/core/tape.h>
 #include <hitch/ops/embedding.h>

@@ -13,7 +13,8 @@
 #include <vector>
 
 #include <hitch/core/grad.h>
-#include <hitch/core/parallel.h>
+#include <hitch/core/runtime/parallel.h>
+#include <hitch/core/runtime/prefetch.h>
 #include <hitch/core/tensor.h>
 #include <hitch/ops/embedding.h>
 

@@ -11,7 +11,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include <hitch/core/parallel.h>
+#include <hitch/core/runtime/parallel.h>
+#include <hitch/core/runtime/prefetch.h>
 #include <hitch/ops/embedding_detail.h>
 
 namespace hitch::detail {

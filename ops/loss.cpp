@@ -18,7 +18,8 @@
 #include <new>
 #include <vector>
 
-#include <hitch/core/parallel.h>
+#include <hitch/core/runtime/parallel.h>
+#include <hitch/core/runtime/prefetch.h>
 #include <hitch/core/anomaly.h>
 #include <hitch/core/tape.h>
 #include <hitch/ops/exp_kernel.h>

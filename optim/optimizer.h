@@ -55,7 +55,8 @@
 #include <vector>
 
 #include <hitch/core/grad.h>
-#include <hitch/core/parallel.h>
+#include <hitch/core/runtime/parallel.h>
+#include <hitch/core/runtime/prefetch.h>
 #include <hitch/core/parameter.h>
 
 namespace hitch::optim {

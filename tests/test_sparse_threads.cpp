@@ -262,7 +262,7 @@ TEST_CASE("dense lookup gradients: the unsorted small-table path equals the grou
     for (const bool hooked : {false, true}) {
       Generator gen(3);
       Parameter table("table", Tensor::randn({n, d}, gen));
-      REQUIRE(Grad::lookup_fits(table.value().shape()));
+      REQUIRE(lookup_fits(table.value().shape()));
       if (hooked) table.add_grad_hook([](const GradContribution&) {});
       const Batch batch = make_batch(9, n, b, l);  // many repeated rows
       const Tensor psw = c.weighted ? Tensor::uniform({b, l}, 0.1f, 1.0f, gen) : Tensor();

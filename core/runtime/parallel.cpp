@@ -1,4 +1,4 @@
-// hitch/core/parallel.cpp: a small fixed pool of std::threads that spin, then park (see parallel.h).
+// hitch/core/runtime/parallel.cpp: a small fixed pool of std::threads that spin, then park (see parallel.h).
 //
 // One job at a time: the caller publishes (fn, chunk count); the caller and the workers claim
 // chunks from the job word one by one (an atomic counter) and count them done. Which thread runs
@@ -12,7 +12,9 @@
 // the finished count before it blocks: back-to-back kernels of one training step hand work over
 // in well under a microsecond. The job word packs (generation, chunk count, next chunk) into one
 // atomic, so a worker that wakes late can never claim a chunk of a job it did not see published.
-#include <hitch/core/parallel.h>
+#include <hitch/core/runtime/parallel.h>
+
+#include <hitch/core/runtime/path.h>
 
 #include <algorithm>
 #include <atomic>
@@ -205,7 +207,7 @@ void parallel_for(std::size_t n, std::size_t min_chunk, const std::function<void
   if (n == 0) return;
   const std::size_t by_size = n / std::max<std::size_t>(min_chunk, 1);
   const std::size_t chunks =
-      inside_chunk ? 1 : std::max<std::size_t>(1, std::min(static_cast<std::size_t>(get_num_threads()), by_size));
+      inside_chunk || reference_kernels() ? 1 : std::max<std::size_t>(1, std::min(static_cast<std::size_t>(get_num_threads()), by_size));
   if (chunks == 1) {
     fn(0, n);
     return;
