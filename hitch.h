@@ -6,6 +6,8 @@
 #include <hitch/core/gradcheck.h>
 #include <hitch/core/grad.h>
 #include <hitch/core/parameter.h>
+#include <hitch/core/runtime/parallel.h>
+#include <hitch/core/runtime/path.h>
 #include <hitch/core/tape.h>
 #include <hitch/core/tensor.h>
 #include <hitch/ops/ops.h>
