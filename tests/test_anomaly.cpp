@@ -123,7 +123,7 @@ TEST_CASE("anomaly: off by default, the guard nests and restores, and is per thr
   CHECK_FALSE(anomaly_mode_enabled());
 }
 
-TEST_CASE("anomaly: RecordScope nests and pops; finite gradients pass unchanged") {
+TEST_CASE("anomaly: RecordScope nests and pops, finite gradients pass unchanged") {
   CHECK(record_scope_path().empty());
   {
     RecordScope a("model");

@@ -148,7 +148,7 @@ TEST_CASE("parse_safetensors: offsets overlap, leave gaps or go past the data") 
   CHECK_NOTHROW(parse(file_of("{" + a + R"(,"e":{"dtype":"F32","shape":[0],"data_offsets":[16,16]}})", 16)));
 }
 
-TEST_CASE("load_checkpoint: a corrupt file is named with its path; truncations and byte flips never crash") {
+TEST_CASE("load_checkpoint: a corrupt file is named with its path, truncations and byte flips never crash") {
   const std::string dir = "checkpoint_errors_test";
   std::filesystem::create_directories(dir);
   const std::string path = dir + "/m.safetensors";

@@ -206,7 +206,7 @@ TEST_CASE("embedding_bag: include_last_offset and the positions in no bag") {
   }
 }
 
-TEST_CASE("embedding_bag: the 2-D form, one bag per row; include_last_offset drops nothing") {
+TEST_CASE("embedding_bag: the 2-D form, one bag per row, include_last_offset drops nothing") {
   const IndexTensor x({2, 2}, {0, 1, 2, 3});
   for (const bool ilo : {false, true}) {
     const Tensor w = table5();

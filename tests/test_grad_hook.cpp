@@ -104,7 +104,7 @@ TEST_CASE("grad hook: two calls of one module are two nodes, and a dense contrib
   for (std::size_t i = 0; i < grad.size(); ++i) CHECK(grad[i] == s1.total[i] + s2.total[i] + s3.total[i]);
 }
 
-TEST_CASE("grad hook: remove_grad_hook stops it; other hooks and the gradient are unaffected") {
+TEST_CASE("grad hook: remove_grad_hook stops it, other hooks and the gradient are unaffected") {
   Parameter table("items", kTable);
   int calls_a = 0, calls_b = 0;
   const int a = table.add_grad_hook([&](const GradContribution&) { ++calls_a; });
@@ -126,7 +126,7 @@ TEST_CASE("grad hook: remove_grad_hook stops it; other hooks and the gradient ar
   CHECK(table.grad().at({2, 1}) == 3.0f);
 }
 
-TEST_CASE("grad hook: the seed pitfall's alias has its own hooks; each sees only its own path") {
+TEST_CASE("grad hook: the seed pitfall's alias has its own hooks, each sees only its own path") {
   Parameter w("emb.weight", kTable);
   Parameter alias = Parameter::alias_of(w, "bag.weight").allow_alias();
   std::vector<Seen> seen_w, seen_alias;

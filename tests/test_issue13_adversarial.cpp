@@ -427,7 +427,7 @@ TEST_CASE("adversarial (handled): softmax, log_sigmoid, losses and cosine_simila
   CHECK(cosine_similarity(logits, logits, 1).to_vector()[1] == doctest::Approx(1.0));
 }
 
-TEST_CASE("adversarial (handled): dropout, layer_norm, gelu with bad options; modules at the edges") {
+TEST_CASE("adversarial (handled): dropout, layer_norm, gelu with bad options, modules at the edges") {
   Generator gen(1);
   const Tensor a = leaf({2, 2}, {1, 2, 3, 4});
   const auto state = gen.state();

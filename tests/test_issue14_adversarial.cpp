@@ -152,7 +152,7 @@ TEST_CASE("adversarial: both names stored with NaNs of other payloads: refused, 
   snap.check();
 }
 
-TEST_CASE("adversarial (handled): both names stored, -0.0 against 0.0 is refused; the same NaN bits are accepted") {
+TEST_CASE("adversarial (handled): both names stored, -0.0 against 0.0 is refused, the same NaN bits are accepted") {
   Tied m;
   nn::StateDict sd;
   sd.tensors["emb.weight"] = Tensor({2, 2}, {-0.0f, 2, 3, 4});
@@ -195,7 +195,7 @@ TEST_CASE("adversarial (handled): strict = false still refuses a shape mismatch,
 
 // ---- anomaly mode's forward check ----------------------------------------------------------------
 
-TEST_CASE("adversarial (handled): anomaly mode on empty tensors, -inf masks, NoGradGuard; a refused op records nothing") {
+TEST_CASE("adversarial (handled): anomaly mode on empty tensors, -inf masks, NoGradGuard, a refused op records nothing") {
   DetectAnomalyGuard anomaly;
   Parameter p("p", Tensor({2, 3}, {1, 2, 3, 4, 5, 6}));
   // Empty tensors: nothing to check, nothing thrown.
@@ -242,7 +242,7 @@ TEST_CASE("adversarial (handled): anomaly mode on empty tensors, -inf masks, NoG
 
 // ---- freezing -------------------------------------------------------------------------------------
 
-TEST_CASE("adversarial (handled): requires_grad toggled between backward and step; frozen in SparseAdam; clip") {
+TEST_CASE("adversarial (handled): requires_grad toggled between backward and step, frozen in SparseAdam, clip") {
   Parameter w("w", Tensor({3, 2}, {1, 2, 3, 4, 5, 6}));
   optim::Adam adam({w}, {.lr = 0.1});
   backward(sum(w.value() * w.value()));

@@ -180,7 +180,7 @@ TEST_CASE("ops: elementwise forward values and broadcasting") {
   check_values(r2.grad(), {1, 3}, {5, 5, 5});
 }
 
-TEST_CASE("ops: diamond graph b = a + a; c = b * b") {
+TEST_CASE("ops: diamond graph b = a + a, c = b * b") {
   Tensor a = leaf({3}, {1, 2, 3});
   const Tensor b = a + a;
   const Tensor c = b * b;

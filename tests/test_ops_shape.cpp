@@ -143,7 +143,7 @@ TEST_CASE("ops shape: cat and stack forward values and split gradients") {
   check_exact(p.grad(), {2}, {6, 15});
 }
 
-TEST_CASE("ops shape: index_select and gather forward values; duplicates add up in backward") {
+TEST_CASE("ops shape: index_select and gather forward values, duplicates add up in backward") {
   const Tensor a = iota({2, 3});  // [[0,1,2],[3,4,5]]
   check_exact(index_select(a, 0, IndexTensor{1, 1, 0}), {3, 3}, {3, 4, 5, 3, 4, 5, 0, 1, 2});
   check_exact(index_select(a, 1, IndexTensor{2, 0}), {2, 2}, {2, 0, 5, 3});

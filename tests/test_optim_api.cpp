@@ -139,7 +139,7 @@ TEST_CASE("Optimizer: a tied Parameter reached by two modules gets one state and
   CHECK(opt.state(model.bag.weight) == opt.state(model.emb.weight));  // the same entry
 }
 
-TEST_CASE("Optimizer: a Parameter without a gradient is skipped; a zero gradient is processed (as PyTorch)") {
+TEST_CASE("Optimizer: a Parameter without a gradient is skipped, a zero gradient is processed (as PyTorch)") {
   Parameter a = make("a", {1, 1});
   Parameter b = make("b", {1, 1});
   AdamW opt({a, b}, {.lr = 0.1, .weight_decay = 0.1});

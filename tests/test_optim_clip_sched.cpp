@@ -27,7 +27,7 @@ TEST_CASE("clip_grad_norm: total 2-norm over all gradients, scaled by max_norm /
   CHECK_FALSE(none.has_grad());
 }
 
-TEST_CASE("clip_grad_norm: below max_norm nothing changes; 1-norm and inf-norm") {
+TEST_CASE("clip_grad_norm: below max_norm nothing changes, 1-norm and inf-norm") {
   Parameter a("a", Tensor({3}, {0, 0, 0}));
   set_dense_grad(a, {1, -2, 2});
   CHECK(clip_grad_norm({a}, 10.0) == doctest::Approx(3.0));

@@ -270,7 +270,7 @@ TEST_CASE("SparseAdam matches REFERENCE 3.5 in double: lazy rows, duplicates sum
   CHECK(opt.state(w)->step == 4);
 }
 
-TEST_CASE("SparseAdam: a present row with zero values moves; absent rows and their moments are frozen") {
+TEST_CASE("SparseAdam: a present row with zero values moves, absent rows and their moments are frozen") {
   Parameter w("w", Tensor({3, 1}, {1.0f, 1.0f, 1.0f}));
   SparseAdam opt({w}, {.lr = 0.1});
   set_sparse_grad(w, {0, 1}, {1.0f, 1.0f});
@@ -301,7 +301,7 @@ TEST_CASE("SparseAdam: an empty sparse gradient advances t and changes nothing e
   CHECK(opt.state(w)->exp_avg == m);
 }
 
-TEST_CASE("Sparse gradients: SGD momentum and Adam equal their dense results; SGD and Adagrad touch only rows") {
+TEST_CASE("Sparse gradients: SGD momentum and Adam equal their dense results, SGD and Adagrad touch only rows") {
   const std::vector<std::int64_t> rows = {2, 0, 2};
   const std::vector<float> values = {0.5f, -1.0f, 0.25f, 0.75f, 1.5f, -0.5f};
   auto run = [&](auto make, bool sparse) {

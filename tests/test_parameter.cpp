@@ -77,7 +77,7 @@ TEST_CASE("Module: two distinct Parameters over one storage are refused unless a
   CHECK(h.parameters().size() == 2);
 }
 
-TEST_CASE("Module: train/eval reach submodules; zero_grad reaches every Parameter") {
+TEST_CASE("Module: train/eval reach submodules, zero_grad reaches every Parameter") {
   Outer m;
   m.left.a = Parameter("x", Tensor::ones({1}));
   m.left.b = Parameter("y", Tensor::ones({1}));
@@ -113,7 +113,7 @@ TEST_CASE("Tensor: creation, element access and errors") {
   CHECK(fmt::format("{}", IndexTensor{3, 4}) == "index_tensor([3, 4], shape=[2])");
 }
 
-TEST_CASE("Generator: same seed same numbers; distributions have the right moments") {
+TEST_CASE("Generator: same seed same numbers, distributions have the right moments") {
   Generator g1(42), g2(42), g3(43);
   CHECK(g1.next_u64() == g2.next_u64());
   CHECK(g1.next_u64() != g3.next_u64());

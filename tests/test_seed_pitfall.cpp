@@ -41,7 +41,7 @@ struct Pitfall {
 
 }  // namespace
 
-TEST_CASE("Seed pitfall: refused without the opt-in; with it, the two gradients sum to the tied gradient") {
+TEST_CASE("Seed pitfall: refused without the opt-in, with it, the two gradients sum to the tied gradient") {
   Parameter w("emb.weight", Tensor({6, 3}, kTable));
   CHECK_THROWS_AS(SGD({w, Parameter::alias_of(w, "bag.weight")}), hitch::Error);
 

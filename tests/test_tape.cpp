@@ -8,7 +8,7 @@
 
 using namespace hitch;
 
-TEST_CASE("tape: diamond b = a + a; c = b * b gives dc/da = 8a") {
+TEST_CASE("tape: diamond b = a + a, c = b * b gives dc/da = 8a") {
   Tensor a = Tensor({3}, {1.0f, -2.0f, 0.5f}).requires_grad_();
   Tensor b = a + a;
   Tensor c = b * b;
@@ -40,7 +40,7 @@ TEST_CASE("tape: gradients accumulate across backward calls until zero_grad") {
   CHECK_FALSE(w.grad().defined());
 }
 
-TEST_CASE("tape: retain_graph allows a second backward; without it the second is an error") {
+TEST_CASE("tape: retain_graph allows a second backward, without it the second is an error") {
   Parameter w("w", Tensor({2}, {1.0f, 2.0f}));
   Tensor y = sum(square(w));
   backward(y, {}, {.retain_graph = true});

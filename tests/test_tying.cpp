@@ -109,7 +109,7 @@ TEST_CASE("tying: one optimizer state, one update per step") {
   }
 }
 
-TEST_CASE("tying: sparse + sparse stays sparse; one dense path makes the shared gradient dense") {
+TEST_CASE("tying: sparse + sparse stays sparse, one dense path makes the shared gradient dense") {
   Parameter table("table", table_values());
   TwoLookups m(nn::Embedding(table, {.sparse = true}), nn::EmbeddingBag(table, {.mode = BagMode::Sum, .sparse = true}));
   both_paths(m, {});
