@@ -9,6 +9,10 @@
 // r's count in the whole index tensor. Left out on purpose: index dtypes other than int64,
 // weight dtypes other than float32, double backward.
 //
+// The plain loops here (gather_rows_plain, the reference backward) are the definition and run
+// when reference_kernels() (core/runtime/path.h); otherwise the fast kernels behind
+// ops/kernels/embedding_kernels.h run, with the same bits.
+//
 // The backward saves only the indices and the table's row count, never the weight: an optimizer
 // step (or another max_norm lookup) between forward and backward is therefore allowed, unlike
 // PyTorch 1.13, whose node saves the whole weight (REFERENCE 1.5 calls this an allowed
@@ -18,9 +22,11 @@
 #include <limits>
 
 #include <hitch/core/anomaly.h>
+#include <hitch/core/runtime/path.h>
 #include <hitch/core/tape.h>
 #include <hitch/ops/embedding.h>
 #include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/kernels/embedding_kernels.h>
 
 namespace hitch {
 
@@ -148,30 +154,42 @@ struct EmbeddingSaved {
   bool sparse = false;
 };
 
-// dW[r] += Σ_{i: x_i = r, x_i != pad} g_i * s(x_i), s = 1 or 1/count(x_i). The positions are
-// grouped by row first (ops/embedding_kernels.cpp), so the Grad receives one entry per unique
-// row, rows sorted: scattered into a dense gradient or kept as one row-sparse block. A small
-// table with a dense gradient skips the sort (Grad::add_lookup; the same bits).
+// The forward as a plain loop (the reference path): out[i] = weight[indices[i]], D floats each.
+void gather_rows_plain(const float* w, std::span<const std::int64_t> indices, std::size_t width, float* out) {
+  for (std::size_t i = 0; i < indices.size(); ++i)
+    std::copy_n(w + static_cast<std::size_t>(indices[i]) * width, width, out + i * width);  // not memcpy: null for D = 0
+}
+
+// dW[r] += Σ_{i: x_i = r, x_i != pad} g_i * s(x_i), s = 1 or 1/count(x_i).
+// Reference path: one entry per non-padding position, in position order (row x_i, value
+// s(x_i) * g_i, or g_i itself without scale_grad_by_freq); the Grad sums each row's entries in
+// that order (core/grad.h). Fast path (ops/kernels/rows.cpp): the positions grouped by row by a
+// radix sort, so the Grad receives one deferred sum per unique row, rows sorted; a small dense
+// table skips the sort (GradSink::add_lookup). The same bits.
 void embedding_backward(const EmbeddingSaved& s, const Tensor& grad_out, GradSink& sink) {
   if (!sink.wants(0)) return;
   const auto width = static_cast<std::size_t>(s.dim);
-  std::vector<std::uint32_t> positions;
-  positions.reserve(s.indices.size());
-  for (std::size_t i = 0; i < s.indices.size(); ++i)
-    if (!s.pad || s.indices[i] != *s.pad) positions.push_back(static_cast<std::uint32_t>(i));
-  std::vector<float> coef;
+  std::vector<float> coef;  // s(x_i), only with scale_grad_by_freq
   if (s.scale_grad_by_freq) {
     const std::vector<std::int64_t> counts = detail::index_counts(s.indices);
     coef.resize(s.indices.size());
     for (std::size_t i = 0; i < coef.size(); ++i) coef[i] = 1.0f / static_cast<float>(counts[i]);
   }
-  if (!s.sparse && sink.takes_lookup(0)) {  // a small dense table: no sort (same bits)
-    sink.add_lookup(0, Lookup{.keys = s.indices, .positions = positions, .g = grad_out.data(), .width = width, .src = {},
-                              .coef = coef});
+  if (!reference_kernels()) {
+    kernels::embedding_backward(sink, s.indices, s.pad, grad_out, width, std::move(coef), s.num_rows, s.sparse);
     return;
   }
-  detail::RowGroups groups = detail::group_by_row(s.indices, std::move(positions), s.num_rows);
-  sink.add_rows(0, detail::reduce_rows(std::move(groups), grad_out, width, {}, std::move(coef)), s.sparse);
+  const float* g = grad_out.data();
+  std::vector<std::int64_t> rows;
+  std::vector<float> values;
+  for (std::size_t i = 0; i < s.indices.size(); ++i) {
+    if (s.pad && s.indices[i] == *s.pad) continue;
+    rows.push_back(s.indices[i]);
+    const float* gi = g + i * width;
+    if (coef.empty()) values.insert(values.end(), gi, gi + width);
+    else for (std::size_t d = 0; d < width; ++d) values.push_back(coef[i] * gi[d]);
+  }
+  sink.add_rows(0, rows, values, s.sparse);
 }
 
 }  // namespace
@@ -195,7 +213,8 @@ Tensor embedding(const IndexTensor& indices, const Tensor& weight, const Embeddi
   Shape out_shape = indices.shape();
   out_shape.push_back(dim);
   Tensor out = Tensor::empty(std::move(out_shape));
-  detail::gather_rows(weight.data(), indices.values(), static_cast<std::size_t>(dim), out.data());
+  if (reference_kernels()) gather_rows_plain(weight.data(), indices.values(), static_cast<std::size_t>(dim), out.data());
+  else kernels::gather_rows(weight.data(), indices.values(), static_cast<std::size_t>(dim), out.data());  // ops/kernels/rows.cpp
 
   // 4. Record: the backward keeps the indices, never the weight.
   if (!will_record({weight})) {

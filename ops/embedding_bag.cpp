@@ -16,18 +16,23 @@
 //   max    out[b,d] = max_{P(b)} W[x_i, d]; ties -> earliest position; NaN anywhere -> NaN
 //                   (the first NaN position gets the gradient); empty -> 0, no gradient
 //
+// The plain loops below (*_plain) are the definition and run when reference_kernels()
+// (core/runtime/path.h); otherwise the fast kernels behind ops/kernels/embedding_kernels.h run
+// (ops/kernels/bags.cpp), with the same bits. The per_sample_weights gradient and max's weight
+// gradient are plain loops on both paths.
+//
 // Deliberate differences from PyTorch 1.13 are listed in docs/embedding.md (scale_grad_by_freq
 // counts over the whole input; 2-D input ignores include_last_offset; strict offsets checks;
 // weighted mean and sqrtn; NaN in max propagates).
 #include <algorithm>
 #include <cmath>
 
-#include <hitch/core/runtime/parallel.h>
-#include <hitch/core/runtime/prefetch.h>
 #include <hitch/core/anomaly.h>
+#include <hitch/core/runtime/path.h>
 #include <hitch/core/tape.h>
 #include <hitch/ops/embedding.h>
 #include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/kernels/embedding_kernels.h>
 
 namespace hitch {
 
@@ -64,7 +69,6 @@ struct BagSaved {
   bool scale_grad_by_freq = false;
   bool sparse = false;
   std::vector<std::int64_t> input;   // flattened; copied only when a backward is recorded
-  const std::int64_t* forward_input = nullptr;  // the caller's indices, read by the forward only
   std::vector<std::int64_t> bounds;  // B+1
   std::vector<float> psw;            // flattened copy; empty when no per_sample_weights
   Shape psw_shape;
@@ -130,75 +134,41 @@ std::vector<std::int64_t> bounds_from_offsets(const IndexTensor& offsets, std::i
   return bounds;
 }
 
-// ---- forward kernels -------------------------------------------------------------------------
+// ---- the plain loops: what embedding_bag computes (the reference path) -------------------------
+//
+// The fast versions (ops/kernels/bags.cpp, called when !reference_kernels()) compute the same
+// float operations in the same order, so both paths give the same bits.
 
-// Bags are split over threads (contiguous chunks of bags, each bag reduced by one thread in
-// position order, so any thread count gives the same bits); rows are prefetched kAhead
-// positions ahead.
-constexpr std::size_t kAhead = 32;
-
-template <class BagFn>
-void for_each_bag_chunk(const BagSaved& s, BagFn&& fn) {
-  const std::size_t num_bags = s.bounds.size() - 1;
+// sum / mean / sqrtn, bag by bag, position by position: the bag's sum starts at 0 and adds
+// w_i * W[x_i] (W[x_i] itself without weights); mean and sqrtn then divide it by the divisor
+// (Σ w_i or sqrt(Σ w_i²), summed in double) rounded to float. denom[b] = that divisor (1 for
+// sum), or 0 when the bag sends no gradient (no non-padding entry, or a zero divisor: the zero row).
+void weighted_bags_forward_plain(const BagSaved& s, const std::int64_t* x, const float* w, const float* psw,
+                                 float* out, std::vector<double>& denom) {
   const auto width = static_cast<std::size_t>(s.dim);
-  const auto positions = static_cast<std::size_t>(s.bounds.back());
-  const std::size_t per_bag = width * std::max<std::size_t>(1, positions / std::max<std::size_t>(1, num_bags));
-  parallel_for(num_bags, detail::min_chunk_for(per_bag), fn);
-}
-
-// Runs kernel.template operator()<W>() with W = the row width when it is one of the common
-// widths (the row loops then have a constant trip count: fully unrolled, no per-row loop
-// overhead), W = 0 otherwise (the kernel reads the width at run time).
-template <class Kernel>
-void with_width(std::int64_t width, Kernel&& kernel) {
-  switch (width) {
-    case 16: kernel.template operator()<16>(); return;
-    case 32: kernel.template operator()<32>(); return;
-    case 64: kernel.template operator()<64>(); return;
-    case 128: kernel.template operator()<128>(); return;
-    default: kernel.template operator()<0>();
-  }
-}
-
-// sum / mean / sqrtn over bags [b0, b1). out is zero-filled [B, D]; denom[b] gets the bag's
-// divisor (1 for sum), or 0 when the bag has no gradient (no non-padding entry, or a zero
-// divisor). With a constant width W the bag's sum lives in a local array (registers), not in
-// out: the same additions in the same order, without a load and store of out per row.
-template <std::size_t W>
-[[gnu::always_inline]] inline void weighted_bags_chunk(const BagSaved& s, const float* w, const float* psw, float* out,
-                                                       double* denom, std::size_t b0, std::size_t b1) {
-  const std::size_t width = W != 0 ? W : static_cast<std::size_t>(s.dim);
-  const std::int64_t* x = s.forward_input;
-  const auto end = static_cast<std::size_t>(s.bounds[b1]);  // prefetch no further than this chunk
-  for (std::size_t b = b0; b < b1; ++b) {
+  const std::size_t num_bags = s.bounds.size() - 1;
+  denom.assign(num_bags, 0.0);
+  for (std::size_t b = 0; b < num_bags; ++b) {
     float* ob = out + b * width;
-    float local[W != 0 ? W : 1] = {};
-    float* sum = W != 0 ? local : ob;
-    if (W == 0) std::fill(ob, ob + width, 0.0f);  // out is not zero-filled (Tensor::empty)
-    double acc = 0.0;  // Σ w (mean) or Σ w² (sqrtn)
+    std::fill(ob, ob + width, 0.0f);
+    double acc = 0.0;  // Σ w_i (mean) or Σ w_i² (sqrtn); 1 per position without weights
     std::int64_t n = 0;
     for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-      if (i + kAhead < end) prefetch_row_w<W>(w, x[i + kAhead], width);
-      const std::int64_t r = x[i];
-      if (is_pad(s.pad, r)) continue;
-      const float* row = w + static_cast<std::size_t>(r) * width;
+      if (is_pad(s.pad, x[i])) continue;
+      const float* row = w + static_cast<std::size_t>(x[i]) * width;
       ++n;
       if (psw) {
         const float wi = psw[i];
         acc += s.mode == BagMode::Sqrtn ? static_cast<double>(wi) * wi : static_cast<double>(wi);
-        for (std::size_t d = 0; d < width; ++d) sum[d] += wi * row[d];
+        for (std::size_t d = 0; d < width; ++d) ob[d] += wi * row[d];
       } else {
         acc += 1.0;
-        for (std::size_t d = 0; d < width; ++d) sum[d] += row[d];
+        for (std::size_t d = 0; d < width; ++d) ob[d] += row[d];
       }
     }
-    if (n == 0) {  // empty or all padding: zero row, no gradient
-      std::fill(ob, ob + width, 0.0f);
-      continue;
-    }
+    if (n == 0) continue;  // empty or all padding: the zero row, no gradient
     if (s.mode == BagMode::Sum) {
       denom[b] = 1.0;
-      if (W != 0) std::copy_n(sum, width, ob);
       continue;
     }
     const double den = s.mode == BagMode::Mean ? acc : std::sqrt(acc);
@@ -207,121 +177,91 @@ template <std::size_t W>
       continue;
     }
     denom[b] = den;
-    const auto fden = static_cast<float>(den);
-    for (std::size_t d = 0; d < width; ++d) ob[d] = sum[d] / fden;
+    for (std::size_t d = 0; d < width; ++d) ob[d] /= static_cast<float>(den);
   }
 }
 
-// Compiled for AVX2 and baseline x86-64 (same bits: adds and divisions only, no FMA), so a table
-// that sits in cache is read at cache speed.
-HITCH_TARGET_CLONES void weighted_bags_chunk_any(const BagSaved& s, const float* w, const float* psw, float* out,
-                                                 double* denom, std::size_t b0, std::size_t b1) {
-  switch (s.dim) {
-    case 16: weighted_bags_chunk<16>(s, w, psw, out, denom, b0, b1); return;
-    case 32: weighted_bags_chunk<32>(s, w, psw, out, denom, b0, b1); return;
-    case 64: weighted_bags_chunk<64>(s, w, psw, out, denom, b0, b1); return;
-    case 128: weighted_bags_chunk<128>(s, w, psw, out, denom, b0, b1); return;
-    default: weighted_bags_chunk<0>(s, w, psw, out, denom, b0, b1);
-  }
-}
-
-void weighted_bags_forward(const BagSaved& s, const float* w, const float* psw, float* out, std::vector<double>& denom) {
-  denom.assign(s.bounds.size() - 1, 0.0);
-  for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
-    weighted_bags_chunk_any(s, w, psw, out, denom.data(), b0, b1);
-  });
-}
-
-// max: per feature, the first candidate sets the running max, a later one replaces it only when
-// strictly greater (ties -> earliest) or when it is NaN and the running max is not (so a NaN
-// anywhere wins and the first NaN gets the gradient). The update is branch-free so it
-// vectorises. argmax ([B, D], -1 for empty bags) is filled only when with_argmax (a backward
-// will need it), by a second pass over the bag's rows (in cache by then): the first position
-// whose value equals the max (or is NaN when the max is NaN) is the one that set it.
-template <std::size_t W>
-void max_bags_forward_w(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax,
-                        bool with_argmax) {
-  const std::size_t width = W != 0 ? W : static_cast<std::size_t>(s.dim);
-  if (with_argmax) argmax.assign((s.bounds.size() - 1) * width, -1);
-  const std::int64_t* x = s.forward_input;
-  for_each_bag_chunk(s, [&](std::size_t b0, std::size_t b1) {
-    const auto end = static_cast<std::size_t>(s.bounds[b1]);
-    for (std::size_t b = b0; b < b1; ++b) {
-      float* ob = out + b * width;
-      const auto lo = static_cast<std::size_t>(s.bounds[b]);
-      const auto hi = static_cast<std::size_t>(s.bounds[b + 1]);
-      bool first = true;
-      for (std::size_t i = lo; i < hi; ++i) {
-        if (i + kAhead < end) prefetch_row_w<W>(w, x[i + kAhead], width);
-        if (is_pad(s.pad, x[i])) continue;
-        const float* row = w + static_cast<std::size_t>(x[i]) * width;
-        if (first) {
-          std::copy_n(row, width, ob);
-          first = false;
-          continue;
-        }
-        for (std::size_t d = 0; d < width; ++d) {
-          const float v = row[d];
-          const float o = ob[d];
-          const bool take = (v > o) | ((v != v) & (o == o));
-          ob[d] = take ? v : o;
+// max, per bag and feature: the first non-padding position sets the running max; a later one
+// replaces it when strictly greater (ties -> earliest) or when it is NaN and the running max is
+// not (a NaN anywhere wins; the first NaN is the argmax). argmax[b, d] = the row that set the
+// max (-1 for an empty bag), filled only when with_argmax.
+void max_bags_forward_plain(const BagSaved& s, const std::int64_t* x, const float* w, float* out,
+                            std::vector<std::int64_t>& argmax, bool with_argmax) {
+  const auto width = static_cast<std::size_t>(s.dim);
+  const std::size_t num_bags = s.bounds.size() - 1;
+  if (with_argmax) argmax.assign(num_bags * width, -1);
+  std::vector<std::int64_t> arg(width);
+  for (std::size_t b = 0; b < num_bags; ++b) {
+    float* ob = out + b * width;
+    bool first = true;
+    for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
+      if (is_pad(s.pad, x[i])) continue;
+      const float* row = w + static_cast<std::size_t>(x[i]) * width;
+      for (std::size_t d = 0; d < width; ++d) {
+        if (first || row[d] > ob[d] || (std::isnan(row[d]) && !std::isnan(ob[d]))) {
+          ob[d] = row[d];
+          arg[d] = x[i];
         }
       }
-      if (first) std::fill(ob, ob + width, 0.0f);  // empty or all padding: zero row
-      if (!with_argmax || first) continue;
-      std::int64_t* ab = argmax.data() + b * width;
-      for (std::size_t i = lo; i < hi; ++i) {
-        if (is_pad(s.pad, x[i])) continue;
-        const float* row = w + static_cast<std::size_t>(x[i]) * width;
-        for (std::size_t d = 0; d < width; ++d)
-          if (ab[d] < 0 && (row[d] == ob[d] || (std::isnan(ob[d]) && std::isnan(row[d])))) ab[d] = x[i];
-      }
+      first = false;
     }
-  });
+    if (first) {  // empty or all padding: the zero row, no gradient
+      std::fill(ob, ob + width, 0.0f);
+      continue;
+    }
+    if (with_argmax) std::copy(arg.begin(), arg.end(), argmax.begin() + static_cast<std::ptrdiff_t>(b * width));
+  }
 }
 
-void max_bags_forward(const BagSaved& s, const float* w, float* out, std::vector<std::int64_t>& argmax,
-                      bool with_argmax) {
-  with_width(s.dim, [&]<std::size_t W>() { max_bags_forward_w<W>(s, w, out, argmax, with_argmax); });
+// The weight gradient of sum / mean / sqrtn: one entry per non-padding position of a bag with a
+// gradient, in position order: row x_i, value c_i * g[b] with c_i = w_i / denom[b] (1 / denom[b]
+// without weights), divided by count(x_i) with scale_grad_by_freq, rounded to float once; for
+// sum without weights or counts the value is g[b] itself. The Grad sums each row's entries in
+// this order (core/grad.h).
+void weighted_bags_weight_grad_plain(const BagSaved& s, std::span<const std::int64_t> counts, const float* g,
+                                     GradSink& sink) {
+  const auto width = static_cast<std::size_t>(s.dim);
+  const bool unit = s.mode == BagMode::Sum && s.psw.empty() && !s.scale_grad_by_freq;
+  std::vector<std::int64_t> rows;
+  std::vector<float> values;
+  for (std::size_t b = 0; b + 1 < s.bounds.size(); ++b) {
+    if (s.denom[b] == 0.0) continue;
+    const float* gb = g + b * width;
+    for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
+      if (is_pad(s.pad, s.input[i])) continue;
+      rows.push_back(s.input[i]);
+      if (unit) {
+        values.insert(values.end(), gb, gb + width);
+        continue;
+      }
+      double c = s.psw.empty() ? 1.0 / s.denom[b] : static_cast<double>(s.psw[i]) / s.denom[b];
+      if (s.scale_grad_by_freq) c /= static_cast<double>(counts[i]);
+      const auto cf = static_cast<float>(c);
+      for (std::size_t d = 0; d < width; ++d) values.push_back(cf * gb[d]);
+    }
+  }
+  sink.add_rows(0, rows, values, s.sparse);
+}
+
+// The kernels' view of the bags (ops/kernels/embedding_kernels.h).
+kernels::Bags bags_view(const BagSaved& s, std::span<const std::int64_t> input) {
+  return kernels::Bags{.mode = s.mode, .dim = s.dim, .pad = s.pad, .input = input, .bounds = s.bounds};
 }
 
 // ---- backward --------------------------------------------------------------------------------
 
 // dW[r] += Σ_{i: x_i = r} c_i g[bag(i)], c_i = w_i / denom[b] (times 1/count(x_i) with
-// scale_grad_by_freq), over the non-padding positions of bags with a gradient. Grouped by row
-// first (ops/embedding_kernels.cpp): the Grad receives one entry per unique row, rows sorted;
-// for a small table with a dense gradient, Grad::add_lookup sums rows in a scratch instead of
-// sorting (the same bits).
+// scale_grad_by_freq), over the non-padding positions of bags with a gradient. Fast path: the
+// positions grouped by row (one deferred sum per unique row) or, for a small dense table,
+// summed through GradSink::add_lookup; the same bits.
 void weighted_bags_weight_grad(const BagSaved& s, const Tensor& g, GradSink& sink) {
-  const auto width = static_cast<std::size_t>(s.dim);
   const std::vector<std::int64_t> counts =
       s.scale_grad_by_freq ? detail::index_counts(s.input) : std::vector<std::int64_t>{};
-  // c_i = 1 exactly for sum without weights or frequency scaling: no coefficient array then.
-  const bool unit = s.mode == BagMode::Sum && s.psw.empty() && !s.scale_grad_by_freq;
-  std::vector<std::uint32_t> positions;
-  positions.reserve(s.input.size());
-  std::vector<std::uint32_t> bag_of(s.input.size());
-  std::vector<float> coef(unit ? 0 : s.input.size());
-  for (std::size_t b = 0; b + 1 < s.bounds.size(); ++b) {
-    if (s.denom[b] == 0.0) continue;
-    const double unweighted = 1.0 / s.denom[b];  // the same bits as dividing per position
-    for (auto i = static_cast<std::size_t>(s.bounds[b]); i < static_cast<std::size_t>(s.bounds[b + 1]); ++i) {
-      if (is_pad(s.pad, s.input[i])) continue;
-      positions.push_back(static_cast<std::uint32_t>(i));
-      bag_of[i] = static_cast<std::uint32_t>(b);
-      if (unit) continue;
-      double c = s.psw.empty() ? unweighted : static_cast<double>(s.psw[i]) / s.denom[b];
-      if (s.scale_grad_by_freq) c /= static_cast<double>(counts[i]);
-      coef[i] = static_cast<float>(c);
-    }
-  }
-  if (!s.sparse && sink.takes_lookup(0)) {  // a small dense table: no sort (same bits)
-    sink.add_lookup(0, Lookup{.keys = s.input, .positions = positions, .g = g.data(), .width = width, .src = bag_of,
-                              .coef = coef});
+  if (reference_kernels()) {
+    weighted_bags_weight_grad_plain(s, counts, g.data(), sink);
     return;
   }
-  detail::RowGroups groups = detail::group_by_row(s.input, std::move(positions), s.num_rows);
-  sink.add_rows(0, detail::reduce_rows(std::move(groups), g, width, std::move(bag_of), std::move(coef)), s.sparse);
+  kernels::weighted_bags_backward(sink, bags_view(s, s.input), s.denom, s.psw, counts, g, s.num_rows, s.sparse);
 }
 
 // Exact derivatives of the three weighted formulas, with dot_i = <g[b], W[x_i]>:
@@ -410,22 +350,25 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
   s.pad = pad;
   s.scale_grad_by_freq = o.scale_grad_by_freq;
   s.sparse = o.sparse;
-  s.forward_input = input.data();
   s.bounds = std::move(bounds);
   const auto num_bags = static_cast<std::int64_t>(s.bounds.size()) - 1;
   Tensor out = Tensor::empty({num_bags, s.dim});  // every kernel writes every row
-  if (o.mode == BagMode::Max) {
-    max_bags_forward(s, weight.data(), out.data(), s.argmax, will_record({weight}));
-  } else {
-    weighted_bags_forward(s, weight.data(), psw.defined() ? psw.data() : nullptr, out.data(), s.denom);
+  const float* w = weight.data();
+  const float* psw_data = psw.defined() ? psw.data() : nullptr;
+  if (reference_kernels()) {  // the plain loops above
+    if (o.mode == BagMode::Max) max_bags_forward_plain(s, input.data(), w, out.data(), s.argmax, will_record({weight}));
+    else weighted_bags_forward_plain(s, input.data(), w, psw_data, out.data(), s.denom);
+  } else {  // the fast kernels (ops/kernels/bags.cpp), the same bits
+    const kernels::Bags bags = bags_view(s, input.values());
+    if (o.mode == BagMode::Max) kernels::max_bags_forward(bags, w, out.data(), s.argmax, will_record({weight}));
+    else kernels::weighted_bags_forward(bags, w, psw_data, out.data(), s.denom);
   }
 
   if (!will_record({weight, psw})) {  // a forward-only call never copies the indices
     check_forward(kOp, {weight, psw}, out);  // anomaly mode (core/anomaly.h); record() does it otherwise
     return out;
   }
-  s.input.assign(input.values().begin(), input.values().end());
-  s.forward_input = nullptr;  // the caller's indices may be gone by the time backward runs
+  s.input.assign(input.values().begin(), input.values().end());  // the caller's may be gone by backward
   if (psw.defined()) {
     s.psw = psw.to_vector();
     s.psw_shape = psw.shape();

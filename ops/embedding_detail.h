@@ -1,5 +1,6 @@
 // hitch/ops/embedding_detail.h: pieces shared by ops/embedding.cpp and ops/embedding_bag.cpp
 // (argument checks, max_norm renormalisation, frequency counts). Internal: not installed as API.
+// The fast kernels are behind ops/kernels/embedding_kernels.h.
 //
 // The split between checking and mutating is the point of this file: every check_* function
 // only reads, and renorm_rows() (the one writer) is called by an op after all its checks passed,
@@ -12,9 +13,6 @@
 #include <string_view>
 #include <vector>
 
-#include <hitch/core/grad.h>
-#include <hitch/core/runtime/parallel.h>
-#include <hitch/core/runtime/prefetch.h>
 #include <hitch/core/tensor.h>
 #include <hitch/ops/embedding.h>
 
@@ -46,31 +44,5 @@ void renorm_rows(const Tensor& weight, std::span<const std::int64_t> indices, fl
 
 // For scale_grad_by_freq: count[i] = number of occurrences of indices[i] in the whole span.
 std::vector<std::int64_t> index_counts(std::span<const std::int64_t> indices);
-
-// ---- kernels (ops/embedding_kernels.cpp) -------------------------------------------------------
-
-// Items per parallel_for chunk so that a chunk moves at least kParallelMinFloats floats.
-std::size_t min_chunk_for(std::size_t floats_per_item);
-
-// out[i] = w[idx[i]] (width floats each), prefetching ahead, split over threads by position.
-void gather_rows(const float* w, std::span<const std::int64_t> idx, std::size_t width, float* out);
-
-// Positions grouped by row: order = the positions sorted by keys[position] (stable: increasing
-// positions within a row); group u is order[starts[u] : starts[u+1]], all with row rows[u];
-// rows strictly increasing.
-struct RowGroups {
-  std::vector<std::int64_t> rows;
-  std::vector<std::uint32_t> starts;
-  std::vector<std::uint32_t> order;
-};
-// positions: the positions that send a gradient, increasing; every keys[p] in [0, num_rows).
-RowGroups group_by_row(std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions, std::int64_t num_rows);
-
-// The U unique rows with value[u] = Σ_{p in group u, increasing} coef[p] * g[src[p]] (width
-// floats each; coef empty = 1, src empty = p itself), as a deferred block (RowSums, core/grad.h):
-// the sums are computed by whoever reads the values (the fused optimizer walk, a dense
-// scatter, coalesce), each row by one thread in position order.
-RowBlock reduce_rows(RowGroups&& groups, const Tensor& g, std::size_t width, std::vector<std::uint32_t> src,
-                     std::vector<float> coef);
 
 }  // namespace hitch::detail

@@ -1,4 +1,4 @@
-// detail::group_by_row, the radix sort under every embedding backward: for table sizes that take
+// kernels::group_by_row, the radix sort under every embedding backward: for table sizes that take
 // one pass (small and 11-bit digits), several passes of evenly split digits (2049, 5000, 2^22+3
 // rows), and the path for rows beyond 32 bits, the groups equal a stable sort of the positions
 // by row (skipped positions left out).
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include <hitch/hitch.h>
-#include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/kernels/embedding_kernels.h>
 
 using namespace hitch;
 
@@ -33,7 +33,7 @@ TEST_CASE("group_by_row: equals a stable sort by row for one pass, several passe
     std::vector<std::uint32_t> expected = positions;
     std::stable_sort(expected.begin(), expected.end(), [&](std::uint32_t a, std::uint32_t b) { return keys[a] < keys[b]; });
 
-    const detail::RowGroups g = detail::group_by_row(keys, positions, num_rows);
+    const kernels::RowGroups g = kernels::group_by_row(keys, positions, num_rows);
     CHECK(g.order == expected);
     REQUIRE(g.starts.size() == g.rows.size() + 1);
     CHECK(g.starts.front() == 0);
@@ -61,7 +61,7 @@ TEST_CASE("group_by_row: split over 2 threads, the order is the same stable sort
     std::stable_sort(expected.begin(), expected.end(), [&](std::uint32_t a, std::uint32_t b) { return keys[a] < keys[b]; });
     for (const int threads : {1, 2}) {
       set_num_threads(threads);
-      const detail::RowGroups g = detail::group_by_row(keys, positions, num_rows);
+      const kernels::RowGroups g = kernels::group_by_row(keys, positions, num_rows);
       CHECK(g.order == expected);
       REQUIRE(g.starts.size() == g.rows.size() + 1);
       for (std::size_t u = 0; u < g.rows.size(); ++u)

@@ -1,6 +1,7 @@
-// hitch/ops/embedding_kernels.cpp: the memory-bound loops of embedding and embedding_bag
-// (declared in ops/embedding_detail.h): a prefetching row gather, and the backward's
+// hitch/ops/kernels/rows.cpp: the memory-bound loops of embedding and embedding_bag
+// (declared in ops/kernels/embedding_kernels.h): a prefetching row gather, and the backward's
 // "segment by row" (a stable radix sort of positions by row, then one reduction per unique row).
+// The plain versions they must match are in ops/embedding.cpp and ops/embedding_bag.cpp.
 //
 // Why sort: a lookup's gradient is Σ over positions of a row of (coefficient * upstream
 // gradient). Reducing inside the op hands the Grad U unique rows instead of one row per
@@ -13,9 +14,10 @@
 
 #include <hitch/core/runtime/parallel.h>
 #include <hitch/core/runtime/prefetch.h>
-#include <hitch/ops/embedding_detail.h>
+#include <hitch/core/tape.h>
+#include <hitch/ops/kernels/embedding_kernels.h>
 
-namespace hitch::detail {
+namespace hitch::kernels {
 
 namespace {
 // How far ahead the gathers prefetch (positions), and the smallest chunk worth a thread
@@ -183,4 +185,26 @@ RowBlock reduce_rows(RowGroups&& groups, const Tensor& g, std::size_t width, std
   return block;
 }
 
-}  // namespace hitch::detail
+void lookup_backward(GradSink& sink, std::span<const std::int64_t> keys, std::vector<std::uint32_t> positions,
+                     const Tensor& g, std::size_t width, std::vector<std::uint32_t> src, std::vector<float> coef,
+                     std::int64_t num_rows, bool sparse) {
+  if (!sparse && sink.takes_lookup(0)) {  // a small dense table: no sort (same bits)
+    sink.add_lookup(0, Lookup{.keys = keys, .positions = positions, .g = g.data(), .width = width, .src = src,
+                              .coef = coef});
+    return;
+  }
+  RowGroups groups = group_by_row(keys, std::move(positions), num_rows);
+  sink.add_rows(0, reduce_rows(std::move(groups), g, width, std::move(src), std::move(coef)), sparse);
+}
+
+void embedding_backward(GradSink& sink, std::span<const std::int64_t> indices, std::optional<std::int64_t> pad,
+                        const Tensor& g, std::size_t width, std::vector<float> coef, std::int64_t num_rows,
+                        bool sparse) {
+  std::vector<std::uint32_t> positions;
+  positions.reserve(indices.size());
+  for (std::size_t i = 0; i < indices.size(); ++i)
+    if (!pad || indices[i] != *pad) positions.push_back(static_cast<std::uint32_t>(i));
+  lookup_backward(sink, indices, std::move(positions), g, width, {}, std::move(coef), num_rows, sparse);
+}
+
+}  // namespace hitch::kernels
