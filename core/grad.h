@@ -62,10 +62,9 @@ class Grad {
   std::size_t num_blocks() const { return blocks_.size(); }
 
   // Sparse layout: fn(row, const float* values) once per distinct row, rows increasing, values
-  // as coalesce() would give them. Reference path: coalesce(), then a loop. Fast path: the
-  // blocks' union walked without a coalesced copy, chunks of rows on get_num_threads() threads
-  // (fn must only touch its row's state), ahead(row) called a few rows before fn(row) (where an
-  // optimizer prefetches the rows it will update).
+  // as coalesce() gives them. fn may run for different rows at once, so it must only touch its
+  // row's state; ahead(row), called before fn(row), is a hint (the fast path prefetches there).
+  // The plain version is below: coalesce(), then a loop.
   template <class Fn, class Ahead>
   void for_each_row(Fn&& fn, Ahead&& ahead);
   template <class Fn>

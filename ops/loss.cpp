@@ -42,7 +42,7 @@ double log_sum_exp(const float* x, i64 n, i64 stride) {
 }
 
 // out[k] = scale * exp(x[k] - shift), x[k] - shift <= 0: the softmax's exponentials, vectorised
-// for the CPU at hand (the same bits at every width: core/parallel.h, HITCH_TARGET_CLONES).
+// for the CPU at hand (the same bits at every width: core/runtime/prefetch.h, HITCH_TARGET_CLONES).
 HITCH_TARGET_CLONES void scaled_exp(const float* x, float shift, float scale, float* out, i64 n) {
   for (i64 k = 0; k < n; ++k) out[k] = scale * detail::exp_nonpositive(x[k] - shift);
 }

@@ -399,7 +399,7 @@ class OptimizerWith : public Optimizer {
   }
 };
 
-// ---- helpers shared by the update kernels (optim/optimizer.cpp) --------------------------------
+// ---- helpers shared by the update kernels (check_hyper is in optim/optimizer.cpp) ------------
 
 // The valid values of a hyper-parameter: finite and in [low, high] (low_open / high_open make
 // that end exclusive). NaN and infinities are outside every range.
