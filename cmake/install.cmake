@@ -1,12 +1,13 @@
-# Installs the library, its headers (include/hitch/{core,ops,nn,optim}/*.h and include/hitch/hitch.h,
-# included as <hitch/...>), a CMake package (find_package(hitch), then
-# target_link_libraries(app PRIVATE hitch::hitch)) and a pkg-config file (hitch.pc).
+# Installs the libraries (hitch, and hitch_dist for MPI programs), their headers
+# (include/hitch/{core,ops,nn,optim,dist}/*.h and include/hitch/hitch.h, included as <hitch/...>),
+# a CMake package (find_package(hitch), then target_link_libraries(app PRIVATE hitch::hitch), or
+# hitch::dist for dist/) and a pkg-config file (hitch.pc; the core library only).
 include(CMakePackageConfigHelpers)
 
-install(TARGETS hitch EXPORT hitchTargets
+install(TARGETS hitch hitch_dist EXPORT hitchTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY core ops nn optim DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch
+install(DIRECTORY core ops nn optim dist DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch
   FILES_MATCHING PATTERN "*.h")
 install(FILES hitch.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch)
 install(EXPORT hitchTargets NAMESPACE hitch:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hitch)

@@ -2,8 +2,10 @@
 # Installs the Debian 12 packages hitch builds with (as root, or through sudo when not root).
 # Does nothing when they are all present already, so the other scripts can call it every time.
 set -euo pipefail
-packages=(g++ cmake make libopenblas-dev doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev python3-numpy wordnet-base graphviz pkgconf)
+packages=(g++ cmake make libopenblas-dev doctest-dev libfmt-dev libcli11-dev nlohmann-json3-dev python3-numpy wordnet-base graphviz pkgconf openmpi-bin libopenmpi-dev)
 # graphviz: only the `docs` target uses its `dot` (docs/images/tutorial_graph.svg); the library does not.
+# openmpi-bin, libopenmpi-dev: Open MPI (mpirun, mpi.h) for hitch::dist (dist/) and its MPI tests;
+# the core library hitch::hitch does not use it.
 # pkgconf: the install test builds a consumer through hitch.pc as well as find_package.
 # `install-deps.sh fuzz` adds the clang-14 toolchain with libFuzzer (scripts/fuzz.sh only; CI
 # replays the fuzz corpus with g++).
