@@ -209,7 +209,7 @@ TEST_CASE("error catalog: docs/errors.md lists every throw site of the library")
   // Subfolders too (core/runtime/, ops/kernels/). A row naming a file that does not exist (moved
   // or renamed) is stale.
   std::size_t rows_of_sources = 0;
-  for (const char* dir : {"core", "ops", "nn", "optim"}) {
+  for (const char* dir : {"core", "ops", "nn", "optim", "dist"}) {
     for (const auto& entry : fs::recursive_directory_iterator(root / dir)) {
       if (!entry.is_regular_file()) continue;
       const std::string name = fs::relative(entry.path(), root).generic_string();
@@ -221,7 +221,7 @@ TEST_CASE("error catalog: docs/errors.md lists every throw site of the library")
     }
   }
   const std::size_t rows = count(catalog, "\n| `core/") + count(catalog, "\n| `ops/") + count(catalog, "\n| `nn/") +
-                           count(catalog, "\n| `optim/");
+                           count(catalog, "\n| `optim/") + count(catalog, "\n| `dist/");
   CHECK_MESSAGE(rows == rows_of_sources,
                 rows << " catalogue rows, " << rows_of_sources << " of them for an existing file: the others are stale");
 }

@@ -188,7 +188,7 @@ TEST_CASE("dist: DataParallel merges row-sparse gradients per row in rank order;
   dist::DataParallel dp({t});
   // Rank r: rows r and r + 1 (two entries for r + 1), and row 5 with a large value of alternating
   // sign, so that the sum of row 5 depends on the order of the ranks (with 3 ranks).
-  const std::vector<float> big{1e8f, 1.0f, -1e8f, 3.0f};
+  const std::vector<float> big{1.0f, 1e8f, -1e8f, 3.0f};  // (1 + 1e8) - 1e8 = 0, 1 + (1e8 - 1e8) = 1
   auto rows_of = [](int r) { return std::vector<std::int64_t>{5, r + 1, static_cast<std::int64_t>(r), r + 1}; };
   auto values_of = [&](int r) {
     const float x = static_cast<float>(r);
