@@ -10,8 +10,9 @@
 // collectives inside the cases meet. Checks that decide whether a case goes on are made
 // collective (everywhere()), so a failure on one rank fails every rank instead of leaving the
 // others waiting in a collective. Expected values come from single-process runs inside this
-// program (every rank can rebuild every rank's shard), never from numbers copied from a run. Each
-// comparison is also shown to fail: the same run without reduce_gradients() must be caught.
+// program (every rank can rebuild every rank's shard), never from numbers copied from a run. The
+// comparisons run a control that they must catch: the same run without reduce_gradients()
+// (guarantees 1 and 2), a resume without the optimizer's state (5), the partial sums (#844).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
