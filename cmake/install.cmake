@@ -4,11 +4,18 @@
 # hitch::dist for dist/) and a pkg-config file (hitch.pc; the core library only).
 include(CMakePackageConfigHelpers)
 
-install(TARGETS hitch hitch_dist EXPORT hitchTargets
+install(TARGETS hitch EXPORT hitchTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY core ops nn optim dist DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch
+install(DIRECTORY core ops nn optim DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch
   FILES_MATCHING PATTERN "*.h")
+if(HITCH_WITH_MPI)  # a separate export set: hitchConfig.cmake loads it only where MPI is found
+  install(TARGETS hitch_dist EXPORT hitchDistTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(DIRECTORY dist DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch FILES_MATCHING PATTERN "*.h")
+  install(EXPORT hitchDistTargets NAMESPACE hitch:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hitch)
+endif()
 install(FILES hitch.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hitch)
 install(EXPORT hitchTargets NAMESPACE hitch:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/hitch)
 configure_package_config_file(cmake/hitchConfig.cmake.in ${CMAKE_CURRENT_BINARY_DIR}/hitchConfig.cmake
