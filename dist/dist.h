@@ -131,6 +131,7 @@ class DataParallel {
   std::vector<Parameter> params_;
   DataParallelOptions options_;
   ReduceStats stats_;
+  std::shared_ptr<struct ReduceScratch> scratch_;  // receive buffers kept between steps (no page faults)
 };
 
 }  // namespace hitch::dist

@@ -160,11 +160,11 @@ void merge_blocks(std::vector<RowBlock>& blocks, std::size_t width) {
   for (RowBlock& b : blocks) sort_block(b, width);
   if (blocks.size() == 1) materialize(blocks[0]);
   if (blocks.size() <= 1) return;
-  RowBlock merged;
   std::size_t entries = 0;
   for (const RowBlock& b : blocks) entries += b.rows.size();
-  merged.rows.reserve(entries);
-  merged.values.reserve(entries * width);
+  RowBlock merged = make_row_block(entries, width);  // pooled buffers: no fresh pages every step
+  merged.rows.clear();  // capacity kept; append() fills it
+  merged.values.clear();
   std::vector<float> scratch(3 * width);
   std::vector<std::size_t> at(blocks.size());
   auto append = [&](std::int64_t row, const float* v) {
