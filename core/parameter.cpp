@@ -16,6 +16,24 @@ Parameter::Parameter(std::string name, const Tensor& initial) {
   impl_ = std::move(impl);
 }
 
+Parameter::Parameter(std::string name, Tensor&& initial) {
+  const bool sole = initial.defined() && initial.impl_ptr().use_count() == 1 &&
+                    initial.impl().storage.use_count() == 1 && !initial.impl().grad_fn && !initial.impl().grad &&
+                    !initial.impl().is_parameter;
+  if (!sole) {
+    *this = Parameter(std::move(name), static_cast<const Tensor&>(initial));
+    return;
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = initial.shape();
+  impl->storage = std::move(initial.impl().storage);
+  impl->requires_grad = true;
+  impl->is_parameter = true;
+  impl->name = std::move(name);
+  impl_ = std::move(impl);
+  initial = Tensor();  // the moved-from handle no longer refers to the storage
+}
+
 Parameter Parameter::alias_of(const Parameter& other, std::string name) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = other.impl().shape;

@@ -24,6 +24,10 @@ class Parameter {
   Parameter() = default;
   // Copies the values of initial into new storage. The result requires grad.
   Parameter(std::string name, const Tensor& initial);
+  // The same, but takes initial's storage over (no copy) when nothing else can see it: a
+  // temporary with one handle, its storage unshared, no gradient, not recorded. A big table is
+  // then never in memory twice. Otherwise copies, as above.
+  Parameter(std::string name, Tensor&& initial);
   // A new Parameter (own identity, own gradient) over other's storage: the pitfall. Modules and
   // optimizers refuse it until allow_alias() is called on it.
   static Parameter alias_of(const Parameter& other, std::string name);

@@ -65,6 +65,12 @@ class Grad;
 struct GradContribution;
 using GradHook = std::function<void(const GradContribution&)>;
 
+// What a Parameter split over processes carries (ops/sharding.h: RowSharding, implemented by
+// hitch::dist's row-wise sharding). core only holds it; the ops that read rows consult it.
+struct ShardingHook {
+  virtual ~ShardingHook() = default;
+};
+
 struct TensorImpl {
   Shape shape;
   std::shared_ptr<Storage> storage;
@@ -78,6 +84,7 @@ struct TensorImpl {
   std::vector<std::string> module_paths;  // dotted paths from the last module walk (nn/module.h); empty if none
   std::vector<std::pair<int, GradHook>> grad_hooks;  // see Parameter::add_grad_hook
   int next_hook_id = 1;                              // ids are never reused
+  std::shared_ptr<ShardingHook> sharding;  // null unless the Parameter is a shard of a bigger table
 };
 
 // The most elements one Tensor or IndexTensor may have: 2^48 (about 2.8e14). Its byte count

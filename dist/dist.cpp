@@ -2,6 +2,8 @@
 // follows one pattern: local checks, agree() on the verdicts, then the MPI calls, which from
 // there on cannot see a mismatch. Counts passed to MPI are int: larger buffers go in chunks.
 #include <hitch/dist/dist.h>
+#include <hitch/dist/internal.h>
+#include <hitch/dist/sharded.h>
 
 #include <mpi.h>
 
@@ -22,15 +24,7 @@
 
 namespace hitch::dist {
 
-namespace {
-
-struct State {
-  bool initialized = false;
-  bool owns_mpi = false;          // init() called MPI_Init_thread, so finalize() calls MPI_Finalize
-  MPI_Comm comm = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD: hitch's traffic only
-  int rank = 0;
-  int size = 1;
-};
+namespace detail {
 
 State& state() {
   static State s;
@@ -42,18 +36,6 @@ MPI_Comm comm_of(std::string_view who) {
   return state().comm;
 }
 
-constexpr std::size_t kMaxCount = static_cast<std::size_t>(INT_MAX);
-
-// fn(offset, count) over [0, n) in pieces of at most `chunk` (>= 1) elements.
-template <class Fn>
-void in_chunks(std::size_t n, std::size_t chunk, Fn&& fn) {
-  for (std::size_t off = 0; off < n; off += chunk) fn(off, std::min(chunk, n - off));
-}
-
-void bump_version(Tensor& t) { ++t.impl().storage->version; }
-
-// Rank 0's summary, on every rank (one MPI_Bcast of its length, one of its values). Safe to call
-// whatever this rank's input is: the calls do not depend on it.
 std::vector<std::int64_t> rank0_summary(MPI_Comm comm, const std::vector<std::int64_t>& mine) {
   std::uint64_t n = mine.size();
   MPI_Bcast(&n, 1, MPI_UINT64_T, 0, comm);
@@ -63,6 +45,18 @@ std::vector<std::int64_t> rank0_summary(MPI_Comm comm, const std::vector<std::in
   });
   return theirs;
 }
+
+}  // namespace detail
+
+using detail::bump_version;
+using detail::comm_of;
+using detail::in_chunks;
+using detail::kMaxCount;
+using detail::rank0_summary;
+using detail::State;
+using detail::state;
+
+namespace {
 
 // The checks shared by broadcast and all_reduce_sum: t defined, root valid, same shape (and
 // root) as on rank 0. Agreed: throws the same Error on every rank.
@@ -233,10 +227,19 @@ DataParallel::DataParallel(std::vector<Parameter> params, DataParallelOptions op
   }
   agree(error);
   // The same list as rank 0's: [count, then per Parameter: rank, sizes...].
+  // A sharded Parameter (dist/sharded.h) counts as its whole table [N, D], marked sharded.
+  auto whole_shape = [](const Parameter& p) {
+    if (detail::table_sharding(p) == nullptr) return p.shape();
+    const ShardInfo info = *sharding(p);
+    return Shape{info.num_rows, info.dim};
+  };
+  auto describe = [](const Shape& shape, bool sharded) { return shape_str(shape) + (sharded ? " (sharded)" : ""); };
   std::vector<std::int64_t> mine{static_cast<std::int64_t>(params.size())};
   for (const Parameter& p : params) {
-    mine.push_back(static_cast<std::int64_t>(p.shape().size()));
-    mine.insert(mine.end(), p.shape().begin(), p.shape().end());
+    const Shape shape = whole_shape(p);
+    const auto rank = static_cast<std::int64_t>(shape.size());
+    mine.push_back(detail::table_sharding(p) != nullptr ? -1 - rank : rank);
+    mine.insert(mine.end(), shape.begin(), shape.end());
   }
   const std::vector<std::int64_t> r0 = rank0_summary(comm, mine);
   if (r0 != mine) {
@@ -245,12 +248,15 @@ DataParallel::DataParallel(std::vector<Parameter> params, DataParallelOptions op
     } else {
       std::size_t at = 1;
       for (std::size_t i = 0; i < params.size(); ++i) {
-        const auto n = static_cast<std::size_t>(r0[at]);
+        const bool their_sharded = r0[at] < 0;
+        const auto n = static_cast<std::size_t>(their_sharded ? -1 - r0[at] : r0[at]);
         const Shape theirs(r0.begin() + static_cast<std::ptrdiff_t>(at + 1),
                            r0.begin() + static_cast<std::ptrdiff_t>(at + 1 + n));
-        if (theirs != params[i].shape()) {
+        const bool my_sharded = detail::table_sharding(params[i]) != nullptr;
+        if (theirs != whole_shape(params[i]) || their_sharded != my_sharded) {
           error = fmt::format("dist::DataParallel: Parameter {} ('{}') has shape {} here but {} on rank 0", i,
-                              params[i].name(), shape_str(params[i].shape()), shape_str(theirs));
+                              params[i].name(), describe(whole_shape(params[i]), my_sharded),
+                              describe(theirs, their_sharded));
           break;
         }
         at += 1 + n;
@@ -260,6 +266,7 @@ DataParallel::DataParallel(std::vector<Parameter> params, DataParallelOptions op
   agree(error);
   if (options.broadcast_parameters) {
     for (Parameter& p : params) {
+      if (detail::table_sharding(p) != nullptr) continue;  // each rank holds other rows
       in_chunks(static_cast<std::size_t>(p.numel()), kMaxCount, [&](std::size_t off, std::size_t count) {
         MPI_Bcast(p.data() + off, static_cast<int>(count), MPI_FLOAT, 0, comm);
       });
@@ -427,6 +434,12 @@ void DataParallel::reduce_gradients() {
     f[kDense] = g->is_dense() ? 1 : 0;
     f[kSparse] = g->is_sparse() ? 1 : 0;
   }
+  for (std::size_t i = 0; i < n; ++i)  // a sharded table: its lookups' gradients, not its own
+    if (const detail::TableSharding* s = detail::table_sharding(params_[i]); s != nullptr && params_[i].requires_grad()) {
+      const detail::LookupLayouts l = detail::lookup_layouts(*s);
+      flags[i * kFlags + kDense] = l.dense ? 1 : 0;
+      flags[i * kFlags + kSparse] = l.sparse ? 1 : 0;
+    }
   agree(error);
   std::vector<int> any(flags.size());
   MPI_Allreduce(flags.data(), any.data(), static_cast<int>(flags.size()), MPI_INT, MPI_MAX, comm);
@@ -439,6 +452,7 @@ void DataParallel::reduce_gradients() {
   // gradient changes; known alike on every rank, so the check needs no agree().
   auto reduced = [&](std::size_t i, Flag layout) {
     const int* f = &any[i * kFlags];
+    if (detail::table_sharding(params_[i]) != nullptr) return false;  // to the owners, below
     return !f[kFrozen] && (layout == kDense ? f[kDense] != 0 : !f[kDense] && f[kSparse]);
   };
   std::vector<std::size_t> sparse;
@@ -485,6 +499,13 @@ void DataParallel::reduce_gradients() {
   if (!scratch_) scratch_ = std::make_shared<ReduceScratch>();
   for (std::size_t k = 0; k < sparse.size(); ++k)
     reduce_sparse(comm, params_[sparse[k]], counts_of[k], stats_, *scratch_);
+  for (std::size_t i = 0; i < n; ++i) {  // sharded tables: every lookup's rows to their owners
+    detail::TableSharding* s = detail::table_sharding(params_[i]);
+    if (s == nullptr) continue;
+    const int* f = &any[i * kFlags];
+    if (!f[kFrozen] && (f[kDense] || f[kSparse])) detail::reduce_sharded(comm, params_[i], *s, f[kDense] != 0, stats_);
+    else detail::forget_lookups(*s);
+  }
 }
 
 }  // namespace hitch::dist

@@ -92,6 +92,8 @@ struct ReduceStats {                  // the last reduce_gradients() call, this 
   std::size_t dense_buckets = 0;       // MPI_Allreduce calls for dense gradients
   std::size_t dense_parameters = 0;    // Parameters reduced dense
   std::size_t sparse_parameters = 0;   // Parameters reduced row-sparse
+  std::size_t sharded_bytes = 0;       // bytes this rank sent to owners of sharded rows (ids + values; dist/sharded.h)
+  std::size_t sharded_parameters = 0;  // sharded Parameters whose rows went to their owners
 };
 
 // Holds a list of Parameters (each once, by identity) and averages their gradients across ranks.

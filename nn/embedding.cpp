@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/sharding.h>
 
 namespace hitch::nn {
 
@@ -73,7 +74,7 @@ Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, Em
 }
 
 Embedding::Embedding(Parameter w, EmbeddingOptions opts)
-    : weight(checked_weight("Embedding", w)), options(checked("Embedding", opts, w.shape()[0])) {}
+    : weight(checked_weight("Embedding", w)), options(checked("Embedding", opts, table_rows(w))) {}
 
 Embedding Embedding::from_pretrained(const Tensor& values, bool freeze, EmbeddingOptions opts) {
   return Embedding(copied_table("Embedding.from_pretrained", values, freeze), opts);
@@ -82,7 +83,7 @@ Embedding Embedding::from_pretrained(const Tensor& values, bool freeze, Embeddin
 Tensor Embedding::forward(const IndexTensor& indices) const { return embedding(indices, weight, options); }
 
 // weight is a public member: it may have been replaced by anything since construction.
-std::int64_t Embedding::num_embeddings() const { return checked_weight("Embedding", weight).shape()[0]; }
+std::int64_t Embedding::num_embeddings() const { return table_rows(checked_weight("Embedding", weight)); }
 std::int64_t Embedding::embedding_dim() const { return checked_weight("Embedding", weight).shape()[1]; }
 
 // ---- EmbeddingBag ----------------------------------------------------------------------------
@@ -95,7 +96,7 @@ EmbeddingBag::EmbeddingBag(std::int64_t num_embeddings, std::int64_t embedding_d
 }
 
 EmbeddingBag::EmbeddingBag(Parameter w, EmbeddingBagOptions opts)
-    : weight(checked_weight("EmbeddingBag", w)), options(checked("EmbeddingBag", opts, w.shape()[0])) {}
+    : weight(checked_weight("EmbeddingBag", w)), options(checked("EmbeddingBag", opts, table_rows(w))) {}
 
 EmbeddingBag EmbeddingBag::from_pretrained(const Tensor& values, bool freeze, EmbeddingBagOptions opts) {
   return EmbeddingBag(copied_table("EmbeddingBag.from_pretrained", values, freeze), opts);
@@ -110,7 +111,7 @@ Tensor EmbeddingBag::forward(const IndexTensor& input, const Tensor& per_sample_
   return embedding_bag(input, weight, options, per_sample_weights);
 }
 
-std::int64_t EmbeddingBag::num_embeddings() const { return checked_weight("EmbeddingBag", weight).shape()[0]; }
+std::int64_t EmbeddingBag::num_embeddings() const { return table_rows(checked_weight("EmbeddingBag", weight)); }
 std::int64_t EmbeddingBag::embedding_dim() const { return checked_weight("EmbeddingBag", weight).shape()[1]; }
 
 }  // namespace hitch::nn

@@ -26,6 +26,7 @@
 #include <hitch/core/tape.h>
 #include <hitch/ops/embedding.h>
 #include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/sharding.h>
 #include <hitch/ops/kernels/embedding_kernels.h>
 
 namespace hitch {
@@ -198,13 +199,27 @@ Tensor embedding(const IndexTensor& indices, const Tensor& weight, const Embeddi
   constexpr std::string_view op = "embedding";
   // 1. Check everything; nothing is written before the last check.
   detail::check_weight_2d(op, weight);
+  auto check = [&](std::int64_t n) {  // n: the table's rows (the whole table's, when sharded)
+    auto pad = detail::normalise_padding_idx(op, options.padding_idx, n);
+    detail::check_max_norm(op, options.max_norm, options.norm_type);
+    if (options.sparse && options.scale_grad_by_freq)
+      throw Error(fmt::format("{}: scale_grad_by_freq is not supported with sparse gradients (sparse = true)", op));
+    detail::check_index_range(op, "indices", indices, n);
+    return pad;
+  };
+  if (RowSharding* sharding = sharding_of(weight)) {  // rows on several processes: ops/sharding.h
+    auto run = [&](const IndexTensor& ids, const Tensor& rows, std::optional<std::int64_t> pad) {
+      EmbeddingOptions local = options;
+      local.padding_idx = pad;
+      local.max_norm.reset();  // the owners applied it
+      return embedding(ids, rows, local);
+    };
+    return detail::sharded_lookup(op, *sharding, weight, indices, options.max_norm, options.norm_type, options.sparse,
+                                  [&] { return check(sharding->num_rows()); }, run);
+  }
   const std::int64_t num_rows = weight.size(0);
   const std::int64_t dim = weight.size(1);
-  const std::optional<std::int64_t> pad = detail::normalise_padding_idx(op, options.padding_idx, num_rows);
-  detail::check_max_norm(op, options.max_norm, options.norm_type);
-  if (options.sparse && options.scale_grad_by_freq)
-    throw Error(fmt::format("{}: scale_grad_by_freq is not supported with sparse gradients (sparse = true)", op));
-  detail::check_index_range(op, "indices", indices, num_rows);
+  const std::optional<std::int64_t> pad = check(num_rows);
 
   // 2. max_norm: renormalise the referenced rows in place (no gradient flows through this).
   if (options.max_norm) detail::renorm_rows(weight, indices.values(), *options.max_norm, options.norm_type);

@@ -32,6 +32,7 @@
 #include <hitch/core/tape.h>
 #include <hitch/ops/embedding.h>
 #include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/sharding.h>
 #include <hitch/ops/kernels/embedding_kernels.h>
 
 namespace hitch {
@@ -82,7 +83,7 @@ bool is_pad(const std::optional<std::int64_t>& pad, std::int64_t r) { return pad
 // ---- argument checks (read only) -------------------------------------------------------------
 
 // Checks shared by both forms; returns the normalised padding row.
-std::optional<std::int64_t> check_options(const EmbeddingBagOptions& o, const Tensor& weight,
+std::optional<std::int64_t> check_options(const EmbeddingBagOptions& o, std::int64_t num_rows,
                                           const IndexTensor& input, const Tensor& psw) {
   detail::check_bag_mode(kOp, o.mode);
   if (o.mode == BagMode::Max) {
@@ -97,7 +98,30 @@ std::optional<std::int64_t> check_options(const EmbeddingBagOptions& o, const Te
     throw Error(fmt::format("{}: per_sample_weights must have the shape of input {}, but has shape {}", kOp,
                             shape_str(input.shape()), shape_str(psw.shape())));
   detail::check_max_norm(kOp, o.max_norm, o.norm_type);
-  return detail::normalise_padding_idx(kOp, o.padding_idx, weight.size(0));
+  return detail::normalise_padding_idx(kOp, o.padding_idx, num_rows);
+}
+
+// Which overload: with offsets, input must not be 2-D; without, it must not be 1-D.
+void check_form_with_offsets(const IndexTensor& input) {
+  if (input.dim() == 2)
+    throw Error(fmt::format("{}: input is 2-D (shape {}), so offsets must not be given: each row is one bag (use "
+                            "the overload without offsets)",
+                            kOp, shape_str(input.shape())));
+}
+void check_form_without_offsets(const IndexTensor& input) {
+  if (input.dim() == 1)
+    throw Error(fmt::format("{}: input is 1-D (shape {}) but no offsets were given: pass offsets for 1-D input, "
+                            "or a 2-D input [B, L] with one bag per row",
+                            kOp, shape_str(input.shape())));
+}
+
+// The options of the unsharded op run on a sharded lookup's fetched rows: padding renumbered,
+// max_norm dropped (the owners applied it).
+EmbeddingBagOptions local_options(const EmbeddingBagOptions& o, std::optional<std::int64_t> pad) {
+  EmbeddingBagOptions local = o;
+  local.padding_idx = pad;
+  local.max_norm.reset();
+  return local;
 }
 
 void check_rank(const IndexTensor& input) {
@@ -389,12 +413,24 @@ Tensor embedding_bag_impl(const IndexTensor& input, std::vector<std::int64_t> bo
 Tensor embedding_bag(const IndexTensor& input, const IndexTensor& offsets, const Tensor& weight,
                      const EmbeddingBagOptions& options, const Tensor& per_sample_weights) {
   detail::check_weight_2d(kOp, weight);
-  if (input.dim() == 2)
-    throw Error(fmt::format("{}: input is 2-D (shape {}), so offsets must not be given: each row is one bag (use "
-                            "the overload without offsets)",
-                            kOp, shape_str(input.shape())));
+  if (RowSharding* sharding = sharding_of(weight)) {  // rows on several processes: ops/sharding.h
+    auto checks = [&]() {
+      check_form_with_offsets(input);
+      check_rank(input);
+      auto pad = check_options(options, sharding->num_rows(), input, per_sample_weights);
+      bounds_from_offsets(offsets, input.numel(), options.include_last_offset);
+      detail::check_index_range(kOp, "input", input, sharding->num_rows());
+      return pad;
+    };
+    auto run = [&](const IndexTensor& ids, const Tensor& rows, std::optional<std::int64_t> pad) {
+      return embedding_bag(ids, offsets, rows, local_options(options, pad), per_sample_weights);
+    };
+    return detail::sharded_lookup(kOp, *sharding, weight, input, options.max_norm, options.norm_type, options.sparse,
+                                  checks, run);
+  }
+  check_form_with_offsets(input);
   check_rank(input);
-  const auto pad = check_options(options, weight, input, per_sample_weights);
+  const auto pad = check_options(options, weight.size(0), input, per_sample_weights);
   auto bounds = bounds_from_offsets(offsets, input.numel(), options.include_last_offset);
   return embedding_bag_impl(input, std::move(bounds), weight, options, pad, per_sample_weights);
 }
@@ -402,12 +438,23 @@ Tensor embedding_bag(const IndexTensor& input, const IndexTensor& offsets, const
 Tensor embedding_bag(const IndexTensor& input, const Tensor& weight, const EmbeddingBagOptions& options,
                      const Tensor& per_sample_weights) {
   detail::check_weight_2d(kOp, weight);
-  if (input.dim() == 1)
-    throw Error(fmt::format("{}: input is 1-D (shape {}) but no offsets were given: pass offsets for 1-D input, "
-                            "or a 2-D input [B, L] with one bag per row",
-                            kOp, shape_str(input.shape())));
+  if (RowSharding* sharding = sharding_of(weight)) {  // rows on several processes: ops/sharding.h
+    auto checks = [&]() {
+      check_form_without_offsets(input);
+      check_rank(input);
+      auto pad = check_options(options, sharding->num_rows(), input, per_sample_weights);
+      detail::check_index_range(kOp, "input", input, sharding->num_rows());
+      return pad;
+    };
+    auto run = [&](const IndexTensor& ids, const Tensor& rows, std::optional<std::int64_t> pad) {
+      return embedding_bag(ids, rows, local_options(options, pad), per_sample_weights);
+    };
+    return detail::sharded_lookup(kOp, *sharding, weight, input, options.max_norm, options.norm_type, options.sparse,
+                                  checks, run);
+  }
+  check_form_without_offsets(input);
   check_rank(input);
-  const auto pad = check_options(options, weight, input, per_sample_weights);
+  const auto pad = check_options(options, weight.size(0), input, per_sample_weights);
   // One bag per row; include_last_offset does not apply (PyTorch 1.13 drops the last row here).
   const std::int64_t num_bags = input.size(0);
   const std::int64_t length = input.size(1);

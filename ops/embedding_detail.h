@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -15,6 +16,7 @@
 
 #include <hitch/core/tensor.h>
 #include <hitch/ops/embedding.h>
+#include <hitch/ops/sharding.h>
 
 namespace hitch::detail {
 
@@ -44,5 +46,16 @@ void renorm_rows(const Tensor& weight, std::span<const std::int64_t> indices, fl
 
 // For scale_grad_by_freq: count[i] = number of occurrences of indices[i] in the whole span.
 std::vector<std::int64_t> index_counts(std::span<const std::int64_t> indices);
+
+// A lookup on a sharded weight (ops/sharding.h; ops/sharded_lookup.cpp). checks(): the op's
+// argument checks with N = the whole table's rows, returning the normalised padding row; they
+// throw on bad input, and the verdict is agreed over the ranks before anything moves.
+// run(ids, rows, pad): the unsharded op on the fetched rows [U, D], ids renumbered to [0, U),
+// pad renumbered (none if this rank's ids do not contain it), max_norm already applied.
+using ShardedChecks = std::function<std::optional<std::int64_t>()>;
+using ShardedRun = std::function<Tensor(const IndexTensor& ids, const Tensor& rows, std::optional<std::int64_t> pad)>;
+Tensor sharded_lookup(std::string_view op, RowSharding& sharding, const Tensor& weight, const IndexTensor& input,
+                      std::optional<float> max_norm, float norm_type, bool sparse, const ShardedChecks& checks,
+                      const ShardedRun& run);
 
 }  // namespace hitch::detail
