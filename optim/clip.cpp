@@ -52,6 +52,11 @@ double clip_grad_norm(const std::vector<Parameter>& params, double max_norm, dou
   std::unordered_map<const void*, std::size_t> seen;
   for (std::size_t i = 0; i < params.size(); ++i) {
     if (!params[i].defined()) throw Error(fmt::format("clip_grad_norm: position {} is an empty Parameter handle", i));
+    if (params[i].impl().sharding)
+      throw Error(fmt::format("clip_grad_norm: Parameter {} (position {}) is a shard of a table split over processes "
+                              "(dist::shard_rows): this rank holds only its rows' gradient, so the norm here is not the "
+                              "total norm; clipping sharded tables is not supported",
+                              param_label(params[i]), i));
     auto [it, fresh] = seen.emplace(params[i].id(), i);
     if (!fresh)
       throw Error(fmt::format("clip_grad_norm: Parameter {} appears twice: position {} and position {}; pass each "

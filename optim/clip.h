@@ -14,7 +14,8 @@
 
 namespace hitch::optim {
 
-// Requires: max_norm >= 0; norm_type > 0 (or infinity); each Parameter given once.
+// Requires: max_norm >= 0; norm_type > 0 (or infinity); each Parameter given once; none of them a
+// shard of a table split over processes (dist/sharded.h: its norm would be this rank's part only).
 // Parameters without a gradient are ignored. Returns the total norm before clipping (0 if no
 // Parameter has a gradient). error_if_nonfinite: throw (changing nothing) if the total is NaN
 // or infinite; otherwise a non-finite total scales the gradients as PyTorch does.
