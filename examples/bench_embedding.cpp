@@ -1,7 +1,9 @@
 // hitch/examples/bench_embedding.cpp: tied Embedding + EmbeddingBag training speed, hitch next to
 // PyTorch (scripts/bench_pytorch.py, the same workloads) in one run, at 1 and 2 threads.
 //
-// Workloads (docs/performance.md): uniform random indices, batches generated before timing.
+// Workloads (docs/performance.md): uniform random indices, and for every B and C training row a
+// "-zipf" twin whose ids follow Zipf(1.05) (zipf_batches below: the same ids on both sides, passed
+// to the PyTorch script as a file); batches generated before timing.
 // "tied": an Embedding on B single indices and an EmbeddingBag on B bags of L indices from one
 // table, loss = mean_b (<e_b, bag_b>)^2; "bag": the bag alone against a fixed tensor u,
 // loss = mean_b (<u_b, bag_b>)^2. A step is zero_grad, forward, backward, optimizer step.
@@ -19,6 +21,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -48,7 +53,10 @@ struct Workload {
   std::string optimizer;  // "sgd", "sparse_adam", "adam"
   double target = 0.0;    // PyTorch/hitch ratio asked for (0: none)
   double target_2t = 0.0;  // at 2 threads, when it differs
+  bool zipf = false;       // ids from Zipf(kZipfAlpha) instead of uniform
 };
+
+constexpr double kZipfAlpha = 1.05;
 
 std::vector<Workload> workloads() {
   std::vector<Workload> w = {
@@ -66,6 +74,17 @@ std::vector<Workload> workloads() {
   w.push_back({"C/fwd-sum", 'C', true, BagMode::Sum, false, false, ""});
   w.push_back({"C/sgd-sparse-tied", 'C', false, BagMode::Sum, true, true, "sgd", 3, 5});
   w.push_back({"C/sparseadam-tied", 'C', false, BagMode::Sum, true, true, "sparse_adam", 5});
+  // Every B and C training row again on skewed ids (issue 18): "B-zipf/sgd-sparse-tied", ...
+  // with the uniform row's targets.
+  std::vector<Workload> skewed;
+  for (const Workload& u : w)
+    if ((u.size == 'B' || u.size == 'C') && !u.forward_only) {
+      Workload z = u;
+      z.name = fmt::format("{}-zipf/{}", u.size, u.name.substr(2));
+      z.zipf = true;
+      skewed.push_back(z);
+    }
+  w.insert(w.end(), skewed.begin(), skewed.end());
   // The tied language-model step (issue 13): lookup of b tokens in W [V, D], the output
   // projection through the same W (nn::Linear(W)), cross_entropy over V classes, Adam.
   w.push_back({"LM/adam-tied", 'L', false, BagMode::Sum, true, false, "adam", 1.0});
@@ -96,18 +115,49 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
+// The batches of a Zipf workload: kBatches x (b single ids, then b x l bag ids), ids in [0, n)
+// with P(rank k) proportional to 1 / k^alpha (k = 1..n), by inverse CDF on Generator(seed)'s
+// uniforms; rank k is id perm[k - 1] for a seeded random permutation, so the hot rows are
+// spread over the table as hashed ids are (not packed at its start). Deterministic: the same
+// ids in the hitch child that trains and in the file the PyTorch script reads.
+constexpr int kBatches = 4;
+std::vector<std::int64_t> zipf_batches(const Size& s, double alpha, std::uint64_t seed) {
+  const auto n = static_cast<std::size_t>(s.n);
+  std::vector<double> cdf(n);
+  double total = 0.0;
+  for (std::size_t k = 0; k < n; ++k) cdf[k] = total += std::pow(static_cast<double>(k + 1), -alpha);
+  Generator gen(seed);
+  std::vector<std::int64_t> perm(n);
+  for (std::size_t k = 0; k < n; ++k) perm[k] = static_cast<std::int64_t>(k);
+  for (std::size_t k = n; k > 1; --k) std::swap(perm[k - 1], perm[gen.below(k)]);  // Fisher-Yates
+  const auto per_batch = static_cast<std::size_t>(s.b + s.b * s.l);
+  std::vector<std::int64_t> ids(kBatches * per_batch);
+  for (auto& v : ids) {
+    const double u = gen.uniform() * total;
+    const auto k = static_cast<std::size_t>(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+    v = perm[std::min(k, n - 1)];
+  }
+  return ids;
+}
+
 Measured run_workload(const Workload& w, const Size& s, int max_steps, double min_seconds) {
   const double base_kb = status_kb("VmRSS:");
   Generator gen(1);
   Parameter table("table", Tensor::uniform({s.n, s.d}, -0.05f, 0.05f, gen));
   // The peak is taken over training only: building the table above briefly holds two copies.
   std::ofstream("/proc/self/clear_refs") << "5";  // reset the peak-RSS counter
-  constexpr int kBatches = 4;
   std::vector<IndexTensor> singles, bags;
+  const std::vector<std::int64_t> skewed = w.zipf ? zipf_batches(s, kZipfAlpha, 1) : std::vector<std::int64_t>{};
   for (int k = 0; k < kBatches; ++k) {
     std::vector<std::int64_t> x(static_cast<std::size_t>(s.b)), y(static_cast<std::size_t>(s.b * s.l));
-    for (auto& v : x) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
-    for (auto& v : y) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
+    if (w.zipf) {
+      const auto* from = skewed.data() + static_cast<std::size_t>(k) * (x.size() + y.size());
+      std::copy_n(from, x.size(), x.begin());
+      std::copy_n(from + x.size(), y.size(), y.begin());
+    } else {
+      for (auto& v : x) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
+      for (auto& v : y) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
+    }
     singles.emplace_back(Shape{s.b}, std::move(x));
     bags.emplace_back(Shape{s.b, s.l}, std::move(y));
   }
@@ -235,11 +285,11 @@ std::vector<double> in_child(Fn&& fn) {
 
 // name -> median seconds, from "RESULT <name> <seconds>" lines of the PyTorch script.
 std::map<std::string, double> run_torch(const std::string& python, const std::string& script, int threads,
-                                        bool smoke, const std::vector<std::string>& names) {
+                                        bool smoke, const std::vector<std::string>& names, const std::string& ids_dir) {
   std::string list;
   for (const auto& n : names) list += (list.empty() ? "" : ",") + n;
-  const std::string cmd = fmt::format("{} {} --threads {} --workloads {}{}", python, script, threads, list,
-                                      smoke ? " --smoke" : "");
+  const std::string cmd = fmt::format("{} {} --threads {} --workloads {}{}{}", python, script, threads, list,
+                                      smoke ? " --smoke" : "", ids_dir.empty() ? "" : " --ids-dir " + ids_dir);
   std::map<std::string, double> out;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return out;
@@ -297,6 +347,21 @@ int main(int argc, char** argv) {
     if (only.empty() || w.name.find(only) != std::string::npos) list.push_back(w);
   std::vector<std::string> names;
   for (const auto& w : list) names.push_back(w.name);
+  // The Zipf workloads' ids, for the PyTorch script: <dir>/<B or C>-zipf.ids, int64 little-endian,
+  // zipf_batches' order (the same ids the hitch runs train on).
+  std::string ids_dir;
+  if (!no_torch) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "bench_embedding.XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    ids_dir = tmpl;
+    for (const char size : {'B', 'C'}) {
+      const bool wanted = std::any_of(list.begin(), list.end(), [&](const Workload& w) { return w.zipf && w.size == size; });
+      if (!wanted) continue;
+      const std::vector<std::int64_t> ids = zipf_batches(size_of(size, smoke), kZipfAlpha, 1);
+      std::ofstream(fmt::format("{}/{}-zipf.ids", ids_dir, size), std::ios::binary)
+          .write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * sizeof(std::int64_t)));
+    }
+  }
 
   // results[threads][name]
   std::map<int, std::map<std::string, Measured>> hitch_res;
@@ -327,7 +392,7 @@ int main(int argc, char** argv) {
                  w.forward_only ? std::string("-") : fmt::format("{:.2f}", v.at(1)));
       std::fflush(stdout);
     }
-    if (!no_torch) torch_res[t] = run_torch(python, script, t, smoke, names);
+    if (!no_torch) torch_res[t] = run_torch(python, script, t, smoke, names, ids_dir);
   }
 
   if (!no_torch) {
@@ -355,13 +420,15 @@ int main(int argc, char** argv) {
   }
   fmt::print("\n== checks ==\n");
   for (const int t : thread_counts)
-    for (const char* opt : {"sgd-sparse", "sparseadam", "adam-dense"}) {
-      const auto tied = hitch_res[t].find(fmt::format("B/{}-tied", opt));
-      const auto bag = hitch_res[t].find(fmt::format("B/{}-bag", opt));
-      if (tied == hitch_res[t].end() || bag == hitch_res[t].end()) continue;
-      const double r = tied->second.median_s / bag->second.median_s;
-      fmt::print("{}t B/{}: tied / bag-only = {:.2f} (target <= 1.1: {})\n", t, opt, r, r <= 1.1 ? "met" : "MISSED");
-    }
+    for (const char* size : {"B", "B-zipf"})
+      for (const char* opt : {"sgd-sparse", "sparseadam", "adam-dense"}) {
+        const auto tied = hitch_res[t].find(fmt::format("{}/{}-tied", size, opt));
+        const auto bag = hitch_res[t].find(fmt::format("{}/{}-bag", size, opt));
+        if (tied == hitch_res[t].end() || bag == hitch_res[t].end()) continue;
+        const double r = tied->second.median_s / bag->second.median_s;
+        fmt::print("{}t {}/{}: tied / bag-only = {:.2f} (target <= 1.1: {})\n", t, size, opt, r,
+                   r <= 1.1 ? "met" : "MISSED");
+      }
   if (hitch_res.count(1) && hitch_res.count(2))
     for (const auto& w : list) {
       const double r = hitch_res[2][w.name].median_s / hitch_res[1][w.name].median_s;
@@ -378,8 +445,9 @@ int main(int argc, char** argv) {
   }
   for (const auto& [t, res] : hitch_res)
     for (const auto& [name, m] : res)
-      if (name.rfind("C/", 0) == 0 && m.mem_ratio > 0)
+      if (name.rfind("C", 0) == 0 && m.mem_ratio > 0)
         fmt::print("{}t {}: peak memory growth = {:.3f} x (table + optimizer state) (target <= 1.1: {})\n", t, name,
                    m.mem_ratio, m.mem_ratio <= 1.1 ? "met" : "MISSED");
+  if (!ids_dir.empty()) std::filesystem::remove_all(ids_dir);
   return 0;
 }

@@ -4,6 +4,9 @@
 Run with Debian's interpreter and python3-torch (1.13):
     /usr/bin/python3 scripts/bench_pytorch.py --threads 1 --workloads A/adam-dense-tied,B/fwd-sum
 Prints one line per workload: RESULT <name> <median seconds per step>.
+"B-zipf/..." and "C-zipf/..." workloads train on Zipf-distributed ids that bench_embedding writes
+to --ids-dir (<dir>/B-zipf.ids, <dir>/C-zipf.ids: int64, 4 batches of b single ids then b x l bag
+ids), so both sides train on the same ids.
 A step is zero_grad, forward, backward, optimizer step (forward-only workloads: the bag forward
 under no_grad). Batches are generated before timing; two warm-up steps are not timed.
 """
@@ -11,6 +14,7 @@ import argparse
 import statistics
 import time
 
+import numpy
 import torch
 
 FULL = {"A": (1000, 32, 64, 8), "B": (100000, 64, 1024, 20), "C": (2000000, 64, 4096, 40), "LM": (10000, 128, 512, 1)}
@@ -18,8 +22,9 @@ SMOKE = {"A": (100, 8, 4, 3), "B": (1000, 16, 32, 5), "C": (5000, 16, 64, 6), "L
 
 
 def parse(name):
-    """'B/sgd-sparse-tied' -> size, forward_only, mode, tied, sparse, optimizer."""
+    """'B/sgd-sparse-tied' -> size, forward_only, mode, tied, sparse, optimizer ('B-zipf/...': size B)."""
     size, what = name.split("/")
+    size = size.split("-")[0]
     if what.startswith("fwd-"):
         return size, True, what[4:], False, False, None
     if size in ("A", "LM"):
@@ -29,7 +34,7 @@ def parse(name):
     return size, False, "sum", tied, "sparse" in what, opt
 
 
-def run(name, smoke, max_steps, min_seconds):
+def run(name, smoke, max_steps, min_seconds, ids_dir):
     size, forward_only, mode, tied, sparse, opt_name = parse(name)
     n, d, b, l = (SMOKE if smoke else FULL)[size]
     g = torch.Generator().manual_seed(1)
@@ -39,6 +44,15 @@ def run(name, smoke, max_steps, min_seconds):
     bag.weight = emb.weight
     weight = emb.weight
     batches = [(torch.randint(0, n, (b,), generator=g), torch.randint(0, n, (b, l), generator=g)) for _ in range(4)]
+    if name.split("/")[0].endswith("-zipf"):
+        if ids_dir is None:
+            raise SystemExit(f"bench_pytorch.py: {name} needs --ids-dir (bench_embedding passes it)")
+        ids = torch.from_numpy(numpy.fromfile(f"{ids_dir}/{size}-zipf.ids", dtype="<i8"))
+        per = b + b * l
+        if ids.numel() != 4 * per:
+            raise SystemExit(f"bench_pytorch.py: {ids_dir}/{size}-zipf.ids has {ids.numel()} ids, expected {4 * per}")
+        batches = [(ids[k * per:k * per + b].clone(), ids[k * per + b:(k + 1) * per].reshape(b, l).clone())
+                   for k in range(4)]
     u = torch.empty(b, d).uniform_(-1.0, 1.0, generator=g)
     opt = None
     if opt_name == "sgd":
@@ -90,11 +104,12 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--max-steps", type=int, default=200)
     ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--ids-dir", help="where bench_embedding wrote the Zipf workloads' ids")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     max_steps, min_seconds = (2, 0.0) if args.smoke else (args.max_steps, args.min_seconds)
     for name in args.workloads.split(","):
-        print(f"RESULT {name} {run(name, args.smoke, max_steps, min_seconds):.9f}", flush=True)
+        print(f"RESULT {name} {run(name, args.smoke, max_steps, min_seconds, args.ids_dir):.9f}", flush=True)
 
 
 if __name__ == "__main__":
