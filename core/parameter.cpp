@@ -61,6 +61,7 @@ void Parameter::zero_grad(bool set_to_none) {
     impl().grad.reset();
   else if (impl().grad)
     impl().grad->zero();
+  if (impl().sharding) impl().sharding->zero_grad(set_to_none);  // lookups not yet reduced (dist/sharded.h)
 }
 
 int Parameter::add_grad_hook(GradHook hook) {

@@ -91,6 +91,14 @@ bool will_record(std::span<const Tensor> inputs) {
 
 bool record(std::string op, std::span<const Tensor> inputs, Tensor& out, BackwardFn backward,
             std::span<const Tensor> saved) {
+  // A shard of a table split over processes holds this rank's rows only: an op other than the
+  // lookups (which never pass it here, ops/sharding.h) would silently compute on part of a table.
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined() && inputs[i].impl().sharding)
+      throw Error(fmt::format("{}: input {} ('{}') is a shard of a table split over processes (dist::shard_rows): it "
+                              "holds this rank's rows only, so only embedding and embedding_bag may read it (a tied "
+                              "output projection or any other op on a sharded table is not supported)",
+                              op, i, inputs[i].impl().name));
   const bool records = will_record(inputs);
   // Anomaly mode checks every op's output, recorded or not, before anything is recorded.
   if (anomaly_mode_enabled()) detail::check_forward_finite(op, inputs, out, records ? tape.next_seq : 0);

@@ -69,6 +69,9 @@ using GradHook = std::function<void(const GradContribution&)>;
 // hitch::dist's row-wise sharding). core only holds it; the ops that read rows consult it.
 struct ShardingHook {
   virtual ~ShardingHook() = default;
+  // Parameter::zero_grad(set_to_none) calls this too: the gradients still waiting in the
+  // sharding (lookups not yet sent to their owners) are this Parameter's gradient as well.
+  virtual void zero_grad(bool set_to_none) = 0;
 };
 
 struct TensorImpl {

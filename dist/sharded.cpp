@@ -91,12 +91,18 @@ class TableSharding final : public RowSharding {
     agree(verdict);
     // The same call on every rank: this table, this op.
     const std::int64_t kind = op == "embedding" ? 0 : 1;
-    const std::vector<std::int64_t> mine{static_cast<std::int64_t>(serial_), kind};
+    std::vector<std::int64_t> mine{static_cast<std::int64_t>(serial_), kind};
+    for (char c : shard.impl().name) mine.push_back(static_cast<unsigned char>(c));
     const std::vector<std::int64_t> r0 = rank0_summary(comm, mine);
-    if (r0 != mine)
+    if (r0 != mine) {
+      std::string r0_name;
+      for (std::size_t i = 2; i < r0.size(); ++i) r0_name.push_back(static_cast<char>(r0[i]));
       verdict = fmt::format("{}: ranks are not making the same lookup: {} on sharded table #{} ('{}') here, but {} on "
-                            "sharded table #{} on rank 0 (every rank must look up the same tables in the same order)",
-                            op, op, serial_, shard.impl().name, r0[1] == 0 ? "embedding" : "embedding_bag", r0[0]);
+                            "sharded table #{} ('{}') on rank 0 (every rank must look up the same tables in the same "
+                            "order)",
+                            op, op, serial_, shard.impl().name, r0[1] == 0 ? "embedding" : "embedding_bag", r0[0],
+                            r0_name);
+    }
     agree(verdict);
 
     // Ask each owner for its rows: ids are increasing, so grouping by owner keeps each group increasing.
@@ -145,6 +151,13 @@ class TableSharding final : public RowSharding {
 
   void record(const Parameter& rows, std::vector<std::int64_t> ids, bool /*sparse*/) override {
     lookups_.push_back({rows, std::move(ids)});
+  }
+
+  // The shard's zero_grad(): the lookups' gradients so far are dropped (or zeroed), as the
+  // shard's own are. The lookups stay: a backward still to come through them still counts (the
+  // PyTorch order forward, zero_grad, backward works).
+  void zero_grad(bool set_to_none) override {
+    for (Lookup& l : lookups_) l.rows.zero_grad(set_to_none);
   }
 
   std::vector<Lookup>& lookups() { return lookups_; }

@@ -14,12 +14,17 @@
 //
 //   bench_embedding                      full run (needs /usr/bin/python3 with torch for the ratios)
 //   bench_embedding --smoke --no-torch   tiny sizes, two steps each: what CI runs
+//   bench_embedding --busy               the full run, then again beside a busy-loop neighbour
 // Left out on purpose: GPUs, other index distributions, statistics beyond the median.
 #include <malloc.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -30,6 +35,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -313,7 +319,7 @@ double lookups(const Workload& w, const Size& s) {
 
 int main(int argc, char** argv) {
   CLI::App app{"hitch vs PyTorch: tied Embedding + EmbeddingBag training speed"};
-  bool smoke = false, no_torch = false, no_probe = false, malloc_tuned = false;
+  bool smoke = false, no_torch = false, no_probe = false, malloc_tuned = false, busy = false;
   std::vector<int> thread_counts = {1, 2};
   std::string only, python = "/usr/bin/python3", script = "scripts/bench_pytorch.py";
   double min_seconds = 1.0;
@@ -321,6 +327,8 @@ int main(int argc, char** argv) {
   app.add_flag("--smoke", smoke, "tiny sizes, two timed steps each (CI)");
   app.add_flag("--no-torch", no_torch, "skip the PyTorch runs");
   app.add_flag("--no-probe", no_probe, "skip the bandwidth probe");
+  app.add_flag("--busy", busy, "run everything twice: on the machine as it is, then beside a busy-loop process "
+                               "pinned to the last CPU (started and stopped here)");
   app.add_flag("--malloc-tuned", malloc_tuned,
                "both programs keep freed memory (glibc mmap threshold 32 MB, trim threshold 512 MB)");
   app.add_option("--threads", thread_counts, "thread counts to run")->expected(1, 8);
@@ -363,91 +371,116 @@ int main(int argc, char** argv) {
     }
   }
 
-  // results[threads][name]
-  std::map<int, std::map<std::string, Measured>> hitch_res;
-  std::map<int, std::map<std::string, double>> torch_res;
-  std::map<int, std::pair<double, double>> bw;
-  for (const int t : thread_counts) {
-    fmt::print("== {} thread{} ==\n", t, t == 1 ? "" : "s");
-    if (!smoke && !no_probe) {
-      const auto v = in_child([&] {
-        set_num_threads(t);
-        const auto [r, tr] = bandwidth_probe();
-        return std::vector<double>{r, tr};
-      });
-      bw[t] = {v.at(0), v.at(1)};
-      fmt::print("bandwidth probe: read {:.1f} GB/s, triad {:.1f} GB/s\n", v.at(0), v.at(1));
+  // One whole run: every workload at every thread count, the ratio table and the checks.
+  auto run_all = [&] {
+    // results[threads][name]
+    std::map<int, std::map<std::string, Measured>> hitch_res;
+    std::map<int, std::map<std::string, double>> torch_res;
+    std::map<int, std::pair<double, double>> bw;
+    for (const int t : thread_counts) {
+      fmt::print("== {} thread{} ==\n", t, t == 1 ? "" : "s");
+      if (!smoke && !no_probe) {
+        const auto v = in_child([&] {
+          set_num_threads(t);
+          const auto [r, tr] = bandwidth_probe();
+          return std::vector<double>{r, tr};
+        });
+        bw[t] = {v.at(0), v.at(1)};
+        fmt::print("bandwidth probe: read {:.1f} GB/s, triad {:.1f} GB/s\n", v.at(0), v.at(1));
+      }
+      fmt::print("{:<20} {:>10} {:>8} {:>6}\n", "workload", "hitch ms", "GB/s", "mem");
+      for (const auto& w : list) {
+        const Size s = size_of(w.size, smoke);
+        const auto v = in_child([&] {
+          set_num_threads(t);
+          const Measured m = run_workload(w, s, max_steps, min_seconds);
+          return std::vector<double>{m.median_s, m.mem_ratio};
+        });
+        hitch_res[t][w.name] = {v.at(0), v.at(1)};
+        const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / v.at(0) / 1e9;
+        fmt::print("{:<20} {:>10.3f} {:>8.2f} {:>6}\n", w.name, v.at(0) * 1e3, gbs,
+                   w.forward_only ? std::string("-") : fmt::format("{:.2f}", v.at(1)));
+        std::fflush(stdout);
+      }
+      if (!no_torch) torch_res[t] = run_torch(python, script, t, smoke, names, ids_dir);
     }
-    fmt::print("{:<20} {:>10} {:>8} {:>6}\n", "workload", "hitch ms", "GB/s", "mem");
-    for (const auto& w : list) {
-      const Size s = size_of(w.size, smoke);
-      const auto v = in_child([&] {
-        set_num_threads(t);
-        const Measured m = run_workload(w, s, max_steps, min_seconds);
-        return std::vector<double>{m.median_s, m.mem_ratio};
-      });
-      hitch_res[t][w.name] = {v.at(0), v.at(1)};
-      const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / v.at(0) / 1e9;
-      fmt::print("{:<20} {:>10.3f} {:>8.2f} {:>6}\n", w.name, v.at(0) * 1e3, gbs,
-                 w.forward_only ? std::string("-") : fmt::format("{:.2f}", v.at(1)));
-      std::fflush(stdout);
-    }
-    if (!no_torch) torch_res[t] = run_torch(python, script, t, smoke, names, ids_dir);
-  }
 
-  if (!no_torch) {
-    fmt::print("\n== PyTorch / hitch (median time per step; ratio > 1: hitch faster) ==\n");
-    fmt::print("{:<20}", "workload");
-    for (const int t : thread_counts) fmt::print(" | {:>9} {:>9} {:>6}", fmt::format("torch {}t", t), fmt::format("hitch {}t", t), "ratio");
-    fmt::print(" | target\n");
-    for (const auto& w : list) {
-      fmt::print("{:<20}", w.name);
-      std::string verdict;
-      for (const int t : thread_counts) {
-        const double h = hitch_res[t][w.name].median_s;
-        const auto it = torch_res[t].find(w.name);
-        if (it == torch_res[t].end()) {
-          fmt::print(" | {:>9} {:>9.3f} {:>6}", "n/a", h * 1e3, "-");
-          continue;
+    if (!no_torch) {
+      fmt::print("\n== PyTorch / hitch (median time per step; ratio > 1: hitch faster) ==\n");
+      fmt::print("{:<20}", "workload");
+      for (const int t : thread_counts) fmt::print(" | {:>9} {:>9} {:>6}", fmt::format("torch {}t", t), fmt::format("hitch {}t", t), "ratio");
+      fmt::print(" | target\n");
+      for (const auto& w : list) {
+        fmt::print("{:<20}", w.name);
+        std::string verdict;
+        for (const int t : thread_counts) {
+          const double h = hitch_res[t][w.name].median_s;
+          const auto it = torch_res[t].find(w.name);
+          if (it == torch_res[t].end()) {
+            fmt::print(" | {:>9} {:>9.3f} {:>6}", "n/a", h * 1e3, "-");
+            continue;
+          }
+          const double ratio = it->second / h;
+          fmt::print(" | {:>9.3f} {:>9.3f} {:>6.2f}", it->second * 1e3, h * 1e3, ratio);
+          const double target = t >= 2 && w.target_2t > 0 ? w.target_2t : w.target;
+          if (target > 0) verdict += fmt::format("{}{}t >= {}: {}", verdict.empty() ? "" : ", ", t, target, ratio >= target ? "met" : "MISSED");
         }
-        const double ratio = it->second / h;
-        fmt::print(" | {:>9.3f} {:>9.3f} {:>6.2f}", it->second * 1e3, h * 1e3, ratio);
-        const double target = t >= 2 && w.target_2t > 0 ? w.target_2t : w.target;
-        if (target > 0) verdict += fmt::format("{}{}t >= {}: {}", verdict.empty() ? "" : ", ", t, target, ratio >= target ? "met" : "MISSED");
+        fmt::print(" | {}\n", verdict.empty() ? "-" : verdict);
       }
-      fmt::print(" | {}\n", verdict.empty() ? "-" : verdict);
     }
-  }
-  fmt::print("\n== checks ==\n");
-  for (const int t : thread_counts)
-    for (const char* size : {"B", "B-zipf"})
-      for (const char* opt : {"sgd-sparse", "sparseadam", "adam-dense"}) {
-        const auto tied = hitch_res[t].find(fmt::format("{}/{}-tied", size, opt));
-        const auto bag = hitch_res[t].find(fmt::format("{}/{}-bag", size, opt));
-        if (tied == hitch_res[t].end() || bag == hitch_res[t].end()) continue;
-        const double r = tied->second.median_s / bag->second.median_s;
-        fmt::print("{}t {}/{}: tied / bag-only = {:.2f} (target <= 1.1: {})\n", t, size, opt, r,
-                   r <= 1.1 ? "met" : "MISSED");
+    fmt::print("\n== checks ==\n");
+    for (const int t : thread_counts)
+      for (const char* size : {"B", "B-zipf"})
+        for (const char* opt : {"sgd-sparse", "sparseadam", "adam-dense"}) {
+          const auto tied = hitch_res[t].find(fmt::format("{}/{}-tied", size, opt));
+          const auto bag = hitch_res[t].find(fmt::format("{}/{}-bag", size, opt));
+          if (tied == hitch_res[t].end() || bag == hitch_res[t].end()) continue;
+          const double r = tied->second.median_s / bag->second.median_s;
+          fmt::print("{}t {}/{}: tied / bag-only = {:.2f} (target <= 1.1: {})\n", t, size, opt, r,
+                     r <= 1.1 ? "met" : "MISSED");
+        }
+    if (hitch_res.count(1) && hitch_res.count(2))
+      for (const auto& w : list) {
+        const double r = hitch_res[2][w.name].median_s / hitch_res[1][w.name].median_s;
+        if (r > 1.0) fmt::print("2 threads slower than 1 on {}: {:.2f}x the 1-thread time\n", w.name, r);
       }
-  if (hitch_res.count(1) && hitch_res.count(2))
-    for (const auto& w : list) {
-      const double r = hitch_res[2][w.name].median_s / hitch_res[1][w.name].median_s;
-      if (r > 1.0) fmt::print("2 threads slower than 1 on {}: {:.2f}x the 1-thread time\n", w.name, r);
+    for (const auto& [t, probe] : bw) {
+      const auto c = hitch_res[t].find("C/fwd-sum");
+      if (c == hitch_res[t].end()) continue;
+      const Workload w{"C/fwd-sum", 'C', true, BagMode::Sum, false, false, ""};
+      const Size s = size_of('C', smoke);
+      const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / c->second.median_s / 1e9;
+      fmt::print("{}t C forward: {:.2f} GB/s = {:.0f}% of the read probe ({:.1f} GB/s), {:.0f}% of triad ({:.1f} GB/s)\n",
+                 t, gbs, 100.0 * gbs / probe.first, probe.first, 100.0 * gbs / probe.second, probe.second);
     }
-  for (const auto& [t, probe] : bw) {
-    const auto c = hitch_res[t].find("C/fwd-sum");
-    if (c == hitch_res[t].end()) continue;
-    const Workload w{"C/fwd-sum", 'C', true, BagMode::Sum, false, false, ""};
-    const Size s = size_of('C', smoke);
-    const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / c->second.median_s / 1e9;
-    fmt::print("{}t C forward: {:.2f} GB/s = {:.0f}% of the read probe ({:.1f} GB/s), {:.0f}% of triad ({:.1f} GB/s)\n",
-               t, gbs, 100.0 * gbs / probe.first, probe.first, 100.0 * gbs / probe.second, probe.second);
+    for (const auto& [t, res] : hitch_res)
+      for (const auto& [name, m] : res)
+        if (name.rfind("C", 0) == 0 && m.mem_ratio > 0)
+          fmt::print("{}t {}: peak memory growth = {:.3f} x (table + optimizer state) (target <= 1.1: {})\n", t, name,
+                     m.mem_ratio, m.mem_ratio <= 1.1 ? "met" : "MISSED");
+  };
+  run_all();
+  if (busy) {
+    // The same again beside a neighbour: a child process that spins, pinned to the last CPU,
+    // started now and killed at the end (issue 18: "a busy-loop process pinned to the other core").
+    const int cpus = static_cast<int>(std::thread::hardware_concurrency());
+    const pid_t neighbour = fork();
+    if (neighbour == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the bench
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(static_cast<std::size_t>(std::max(0, cpus - 1)), &set);
+      sched_setaffinity(0, sizeof set, &set);
+      std::atomic<unsigned long> spin{0};
+      for (;;) spin.fetch_add(1, std::memory_order_relaxed);
+    }
+    fmt::print("\n==== BUSY: the same runs beside a busy-loop process pinned to CPU {} (pid {}) ====\n",
+               std::max(0, cpus - 1), neighbour);
+    std::fflush(stdout);
+    run_all();
+    kill(neighbour, SIGKILL);
+    waitpid(neighbour, nullptr, 0);
   }
-  for (const auto& [t, res] : hitch_res)
-    for (const auto& [name, m] : res)
-      if (name.rfind("C", 0) == 0 && m.mem_ratio > 0)
-        fmt::print("{}t {}: peak memory growth = {:.3f} x (table + optimizer state) (target <= 1.1: {})\n", t, name,
-                   m.mem_ratio, m.mem_ratio <= 1.1 ? "met" : "MISSED");
   if (!ids_dir.empty()) std::filesystem::remove_all(ids_dir);
   return 0;
 }

@@ -12,6 +12,15 @@
 // the finished count before it blocks: back-to-back kernels of one training step hand work over
 // in well under a microsecond. The job word packs (generation, chunk count, next chunk) into one
 // atomic, so a worker that wakes late can never claim a chunk of a job it did not see published.
+//
+// A busy machine (another process running on a core a worker shares) is the case spinning does
+// not cover: a worker that the OS preempts in the middle of a chunk holds that chunk for a whole
+// scheduler time slice (milliseconds), and the caller, done with its own chunks, waits for it.
+// So the caller watches for that: a job whose caller waited for stragglers longer than it worked
+// (and > kLateWait) is late; kLateJobs late jobs in a row switch parallel_for to one thread (the
+// caller alone: the same bits, chunk boundaries do not matter) for a quiet period, then one job
+// tries the workers again. The period doubles (kSerialFirst .. kSerialMax) while the machine stays
+// busy and is reset by a job that is not late. On an idle machine no job is late.
 #include <hitch/core/runtime/parallel.h>
 
 #include <hitch/core/runtime/path.h>
@@ -38,6 +47,11 @@ namespace {
 thread_local bool inside_chunk = false;
 
 constexpr auto kSpin = std::chrono::microseconds(200);
+constexpr auto kLateWait = std::chrono::microseconds(100);
+constexpr int kLateJobs = 2;
+constexpr auto kSerialFirst = std::chrono::milliseconds(20);
+constexpr auto kSerialMax = std::chrono::milliseconds(640);
+using Clock = std::chrono::steady_clock;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -68,8 +82,15 @@ class Pool {
   void set_threads(int n) { threads_ = n; }
   int threads() const { return threads_; }
 
+  // True while the machine looked busy (see the top of this file): run on the caller alone.
+  bool serial_now() {
+    const std::int64_t until = serial_until_.load(std::memory_order_relaxed);
+    return until != 0 && Clock::now().time_since_epoch().count() < until;
+  }
+
   void run(std::size_t chunks, const std::function<void(std::size_t)>& chunk) {
     std::lock_guard job(job_mutex_);  // one job at a time
+    const auto start = Clock::now();
     ensure_workers(chunks - 1);
     job_ = &chunk;
     error_ = nullptr;
@@ -83,12 +104,14 @@ class Pool {
     }
     wake_.notify_all();
     run_chunks(generation);
+    const auto own_done = Clock::now();
     auto all_done = [&] { return finished_.load(std::memory_order_acquire) == chunks; };
     if (!spin_until(all_done)) {
       std::unique_lock lock(mutex_);
       done_.wait(lock, all_done);
     }
     job_ = nullptr;
+    note_wait(own_done - start, Clock::now() - own_done);
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -97,6 +120,20 @@ class Pool {
   static constexpr int kGenShift = 32;
   static constexpr int kCountShift = 16;
   static constexpr std::uint64_t kField = 0xFFFF;
+
+  // The busy-machine guard (top of this file), after each job: worked = the caller's own chunks,
+  // waited = the time it then waited for the workers'.
+  void note_wait(Clock::duration worked, Clock::duration waited) {
+    if (waited <= kLateWait || waited <= worked) {
+      late_ = 0;
+      serial_for_ = kSerialFirst;
+      return;
+    }
+    if (++late_ < kLateJobs) return;
+    late_ = 0;
+    serial_until_.store((Clock::now() + serial_for_).time_since_epoch().count(), std::memory_order_relaxed);
+    serial_for_ = std::min<Clock::duration>(2 * serial_for_, kSerialMax);
+  }
 
   // Never throws: a worker that cannot be created (no memory, no thread) is simply missing, and
   // the caller claims its chunks, so a job always runs to the end (an optimizer step relies on it).
@@ -168,6 +205,9 @@ class Pool {
   std::atomic<std::uint64_t> finished_{0};
   std::exception_ptr error_;
   std::atomic<int> threads_{1};
+  int late_ = 0;                                  // late jobs in a row (under job_mutex_)
+  Clock::duration serial_for_ = kSerialFirst;     // the next quiet period (under job_mutex_)
+  std::atomic<std::int64_t> serial_until_{0};     // run serially until then (Clock ticks; 0: never)
 };
 
 // The pool lives as long as the process (its workers are parked or spinning at exit, never
@@ -208,7 +248,7 @@ void parallel_for(std::size_t n, std::size_t min_chunk, const std::function<void
   const std::size_t by_size = n / std::max<std::size_t>(min_chunk, 1);
   const std::size_t chunks =
       inside_chunk || reference_kernels() ? 1 : std::max<std::size_t>(1, std::min(static_cast<std::size_t>(get_num_threads()), by_size));
-  if (chunks == 1) {
+  if (chunks == 1 || pool().serial_now()) {  // serial_now: the machine looked busy (see the top)
     fn(0, n);
     return;
   }
