@@ -487,6 +487,26 @@ TEST_CASE("sharded findings: zero_grad() drops a backward that was not reduced, 
   for (const Setup& s : setups) check_equivalent(s);
 }
 
+// The contract makes lookups see the whole table; every other op sees value(), this rank's shard.
+// A careful user who ties an output head to a sharded table (nn::Linear around it: logits =
+// x table^T, the tie of tied_lm) expects a refusal, not logits over this rank's rows only.
+TEST_CASE("sharded findings: a dense op on a sharded table (a tied nn::Linear head) is refused, not run on the shard") {
+  const Parameter table = dist::shard_rows("t", 1001, 4, dist::uniform_rows(kLo, kHi, 5));
+  const Tensor x = Tensor::ones({2, 4});
+  std::string got = "(no error)";
+  Shape shape;
+  try {
+    const nn::Linear head(table);
+    const Tensor logits = head(x);
+    shape = logits.shape();
+  } catch (const Error& e) {
+    got = e.what();
+  }
+  INFO("got: " << got << ", logits of shape " << shape_str(shape));
+  CHECK(got != "(no error)");
+  CHECK(everywhere(true));
+}
+
 // ---- bitwise --------------------------------------------------------------------------------
 
 TEST_CASE("sharded bitwise: the same sharded run twice gives the same table and state bits") {
