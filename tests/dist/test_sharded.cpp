@@ -475,11 +475,10 @@ TEST_CASE("sharded features: padding_idx, per_sample_weights, max_norm, an idle 
   for (const Setup& s : setups) check_equivalent(s);
 }
 
-// Not in the contract, which says lookups are kept until reduce_gradients(): what a careful user
-// expects from zero_grad() (optimizer.h: "drops every gradient"), as it does for a replicated
-// Parameter under DataParallel: a batch skipped after its backward (no reduction, zero_grad())
-// leaves nothing behind for the next step.
-TEST_CASE("sharded findings: zero_grad() drops a backward that was not reduced, as for a replicated Parameter") {
+// zero_grad() drops the gradients of lookups not yet reduced, as it drops a replicated
+// Parameter's (optim/optimizer.h: "drops every gradient"): a batch skipped after its backward (no
+// reduction, zero_grad()) leaves nothing behind for the next step.
+TEST_CASE("sharded usage: zero_grad() drops a backward that was not reduced, as for a replicated Parameter") {
   const std::vector<Setup> setups = {
       {.mode = BagMode::Mean, .opt = Opt::sgd, .abandoned = true},
       {.mode = BagMode::Sum, .sparse = false, .opt = Opt::adam, .abandoned = true},
@@ -487,23 +486,31 @@ TEST_CASE("sharded findings: zero_grad() drops a backward that was not reduced, 
   for (const Setup& s : setups) check_equivalent(s);
 }
 
-// The contract makes lookups see the whole table; every other op sees value(), this rank's shard.
-// A careful user who ties an output head to a sharded table (nn::Linear around it: logits =
-// x table^T, the tie of tied_lm) expects a refusal, not logits over this rank's rows only.
-TEST_CASE("sharded findings: a dense op on a sharded table (a tied nn::Linear head) is refused, not run on the shard") {
-  const Parameter table = dist::shard_rows("t", 1001, 4, dist::uniform_rows(kLo, kHi, 5));
+// Lookups see the whole table; every other op would see value(), this rank's shard. A tied output
+// head (nn::Linear around the table: logits = x table^T, the tie of tied_lm) is refused with the
+// tape's message, on every rank, instead of giving logits over this rank's rows only; so is
+// clip_grad_norm, whose norm would be this rank's rows only.
+TEST_CASE("sharded usage: a dense op on a sharded table (a tied nn::Linear head) and clip_grad_norm are refused") {
+  Parameter table = dist::shard_rows("t", 1001, 4, dist::uniform_rows(kLo, kHi, 5));
   const Tensor x = Tensor::ones({2, 4});
-  std::string got = "(no error)";
-  Shape shape;
-  try {
-    const nn::Linear head(table);
-    const Tensor logits = head(x);
-    shape = logits.shape();
-  } catch (const Error& e) {
-    got = e.what();
-  }
-  INFO("got: " << got << ", logits of shape " << shape_str(shape));
-  CHECK(got != "(no error)");
+  const nn::Linear head(table);
+  const std::string got = error_of([&] { (void)head(x); });
+  CHECK(same_string_everywhere(got));
+  CHECK(got.ends_with(": input 1 ('t') is a shard of a table split over processes (dist::shard_rows): it holds this "
+                      "rank's rows only, so only embedding and embedding_bag may read it (a tied output projection or "
+                      "any other op on a sharded table is not supported)"));
+  // The lookups still work on it, and its gradient is refused by clip_grad_norm, unchanged.
+  const nn::Embedding emb(table, {.sparse = true});
+  dist::DataParallel dp(std::vector<Parameter>{table});
+  backward(sum(emb(IndexTensor{static_cast<i64>(me()), 1000})));
+  dp.reduce_gradients();
+  REQUIRE(everywhere(table.has_grad()));
+  const std::vector<float> grad_before = table.grad().to_vector();
+  const std::string clip = error_of([&] { (void)optim::clip_grad_norm({table}, 0.1); });
+  CHECK(clip == "clip_grad_norm: Parameter 't' (position 0) is a shard of a table split over processes "
+                "(dist::shard_rows): this rank holds only its rows' gradient, so the norm here is not the total "
+                "norm; clipping sharded tables is not supported");
+  CHECK(bits_equal(table.grad().to_vector(), grad_before));
   CHECK(everywhere(true));
 }
 
@@ -826,14 +833,14 @@ TEST_CASE("sharded errors: lookups on different tables or of different kinds at 
   const std::string head = fmt::format("rank {}: embedding_bag: ranks are not making the same lookup: embedding_bag on sharded table #", odd);
   REQUIRE(everywhere(other_kind.starts_with(head)));
   const long serial = std::stol(other_kind.substr(head.size()));
-  CHECK(other_kind == fmt::format("{}{} ('a') here, but embedding on sharded table #{} on rank 0 (every rank must look up the "
-                                  "same tables in the same order)",
+  CHECK(other_kind == fmt::format("{}{} ('a') here, but embedding on sharded table #{} ('a') on rank 0 (every rank must "
+                                  "look up the same tables in the same order)",
                                   head, serial, serial));
   const std::string other_table = error_of([&] { (void)(me() == odd ? emb_b(ids) : emb_a(ids)); });
   CHECK(same_string_everywhere(other_table));
   CHECK(other_table == fmt::format("rank {}: embedding: ranks are not making the same lookup: embedding on sharded table #{} "
-                                   "('b') here, but embedding on sharded table #{} on rank 0 (every rank must look up the "
-                                   "same tables in the same order)",
+                                   "('b') here, but embedding on sharded table #{} ('a') on rank 0 (every rank must look "
+                                   "up the same tables in the same order)",
                                    odd, serial + 1, serial));
   // An argument error and a mismatch at once (the contract does not say which is reported): the
   // same Error everywhere, no hang.
