@@ -326,10 +326,18 @@ optim::LRSchedulerState match_scheduler(const std::string& who, const Safetensor
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const Module& module, const CheckpointParts& parts) {
+void save_checkpoint(const std::string& path, const Module& module, const CheckpointParts& parts,
+                     const std::map<std::string, std::string>& extra_metadata) {
   const std::string who = fmt::format("save_checkpoint: '{}'", path);
+  for (const auto& [key, value] : extra_metadata)
+    if (key.starts_with("hitch.checkpoint") || key.starts_with(kTiePrefix) || key.starts_with("hitch.optimizer") ||
+        key.starts_with(kSchedulerKey))
+      throw Error(fmt::format("{}: the metadata key '{}' starts with 'hitch.checkpoint', 'hitch.tie.', "
+                              "'hitch.optimizer' or 'hitch.scheduler', which the checkpoint writes itself",
+                              who, key));
   const ModuleNames names = module_names(who, module);
-  std::map<std::string, std::string> metadata{{"hitch.checkpoint", "1"}};
+  std::map<std::string, std::string> metadata = extra_metadata;
+  metadata["hitch.checkpoint"] = "1";
   for (const auto& [first, others] : names.others)
     for (const std::string& other : others) metadata[std::string(kTiePrefix) + other] = first;
 
@@ -396,9 +404,22 @@ IncompatibleKeys load_checkpoint(const std::string& path, Module& module, const 
   return load_checkpoint_from_bytes(bytes, module, parts, "'" + path + "'", strict);
 }
 
-IncompatibleKeys load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
-                                            const CheckpointParts& parts, std::string_view source, bool strict) {
-  const std::string who = fmt::format("load_checkpoint: {}", source);
+namespace {
+
+// What a load will write, every check made but the optimizer's own (restore / check_restore).
+struct LoadPlan {
+  std::string who;
+  ModuleWrite module_write;
+  std::optional<GeneratorWrite> gen;
+  std::optional<OptimizerWrite> opt;
+  std::optional<optim::LRSchedulerState> sched;
+};
+
+LoadPlan plan_load(std::span<const std::byte> file, const Module& module, const CheckpointParts& parts,
+                   std::string_view source, bool strict) {
+  LoadPlan plan;
+  plan.who = fmt::format("load_checkpoint: {}", source);
+  const std::string& who = plan.who;
   Safetensors st;
   try {
     st = parse_safetensors(file);
@@ -406,13 +427,35 @@ IncompatibleKeys load_checkpoint_from_bytes(std::span<const std::byte> file, Mod
     throw Error(who + ": " + e.what());
   }
   const ModuleNames names = module_names(who, module);
-  ModuleWrite module_write = match_module(who, st, names, strict);
-  std::optional<GeneratorWrite> gen;
-  if (parts.generator != nullptr) gen = match_generator(who, st);
-  std::optional<OptimizerWrite> opt;
-  if (parts.optimizer != nullptr) opt = match_optimizer(who, st, names, *parts.optimizer);
-  std::optional<optim::LRSchedulerState> sched;
-  if (parts.scheduler != nullptr) sched = match_scheduler(who, st, *parts.scheduler);
+  plan.module_write = match_module(who, st, names, strict);
+  if (parts.generator != nullptr) plan.gen = match_generator(who, st);
+  if (parts.optimizer != nullptr) plan.opt = match_optimizer(who, st, names, *parts.optimizer);
+  if (parts.scheduler != nullptr) plan.sched = match_scheduler(who, st, *parts.scheduler);
+  return plan;
+}
+
+}  // namespace
+
+void check_checkpoint_from_bytes(std::span<const std::byte> file, const Module& module, const CheckpointParts& parts,
+                                 std::string_view source, bool strict) {
+  const LoadPlan plan = plan_load(file, module, parts, source, strict);
+  if (plan.opt) {
+    try {
+      parts.optimizer->check_restore(plan.opt->lrs, plan.opt->records);
+    } catch (const Error& e) {
+      throw Error(plan.who + ": " + e.what());
+    }
+  }
+}
+
+IncompatibleKeys load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
+                                            const CheckpointParts& parts, std::string_view source, bool strict) {
+  LoadPlan plan = plan_load(file, module, parts, source, strict);
+  const std::string& who = plan.who;
+  ModuleWrite& module_write = plan.module_write;
+  std::optional<GeneratorWrite>& gen = plan.gen;
+  std::optional<OptimizerWrite>& opt = plan.opt;
+  std::optional<optim::LRSchedulerState>& sched = plan.sched;
 
   // Everything matched: write. The optimizer first, as it can still refuse (an lr or a state
   // value out of range, or no memory for the new state); restore() is all-or-nothing, and

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <span>
 #include <string>
 
@@ -60,7 +61,11 @@ struct CheckpointParts {
 // Writes crash-safely (a temporary file in the same folder, fsync, rename, fsync of the folder):
 // on any error path keeps its previous content and the hitch::Error names the path and the OS
 // error.
-void save_checkpoint(const std::string& path, const Module& module, const CheckpointParts& parts = {});
+// metadata: further "__metadata__" entries written as given (dist::save_sharded_checkpoint
+// records its sharding there); a key starting with "hitch.checkpoint", "hitch.tie.",
+// "hitch.optimizer" or "hitch.scheduler" (this file's own) is refused before anything is written.
+void save_checkpoint(const std::string& path, const Module& module, const CheckpointParts& parts = {},
+                     const std::map<std::string, std::string>& metadata = {});
 
 // Requires: the file is a valid safetensors file whose Parameters, ties and shapes match module
 // (one of the layouts above; missing keys, unexpected keys, shape and tie mismatches are reported
@@ -87,5 +92,13 @@ IncompatibleKeys load_checkpoint(const std::string& path, Module& module, const 
 IncompatibleKeys load_checkpoint_from_bytes(std::span<const std::byte> file, Module& module,
                                             const CheckpointParts& parts = {}, std::string_view source = "(bytes)",
                                             bool strict = true);
+
+// Every check load_checkpoint_from_bytes makes, with its messages, optimizer's included
+// (Optimizer::check_restore), and nothing written: when it returns, that load can refuse only
+// for lack of memory. dist::load_sharded_checkpoint runs it on every rank and agrees on the
+// verdict before any rank loads.
+void check_checkpoint_from_bytes(std::span<const std::byte> file, const Module& module,
+                                 const CheckpointParts& parts = {}, std::string_view source = "(bytes)",
+                                 bool strict = true);
 
 }  // namespace hitch::nn

@@ -135,6 +135,9 @@ class Optimizer {
   virtual void import_state(const StateRecords& records) = 0;
   // set_lrs and import_state as one all-or-nothing call (what load_checkpoint does).
   virtual void restore(const std::vector<double>& lrs, const StateRecords& records) = 0;
+  // restore()'s checks alone, in its order and with its messages; changes nothing (what
+  // nn::check_checkpoint_from_bytes runs, so every rank of a sharded load can agree first).
+  virtual void check_restore(const std::vector<double>& lrs, const StateRecords& records) const = 0;
 
  protected:
   explicit Optimizer(std::string name) : name_(std::move(name)) {}
@@ -221,6 +224,10 @@ class OptimizerWith : public Optimizer {
   void import_state(const StateRecords& records) override {
     StateMap fresh = built_state(records);  // checks and allocates; nothing changed if it throws
     state_.swap(fresh);
+  }
+  void check_restore(const std::vector<double>& lrs, const StateRecords& records) const override {
+    check_lrs("restore", lrs);
+    check_records(records);
   }
   void restore(const std::vector<double>& lrs, const StateRecords& records) override {
     check_lrs("restore", lrs);
