@@ -90,9 +90,10 @@ Data make_data(const Config& c, hitch::Generator& gen) {
 // and the lookup hold the same Parameter; parameters() then lists it once.
 class Recommender : public hitch::nn::Module {
  public:
-  Recommender(i64 items, i64 dim, bool tied, bool sparse, hitch::Generator& gen)
-      : items_(Parameter("items", Tensor::randn({items, dim}, 0.0f, 0.1f, gen))),
-        history_(tied ? items_ : Parameter("history", Tensor::randn({items, dim}, 0.0f, 0.1f, gen)),
+  // The tables come from replicas.table() (ordinary or sharded Parameters); the bias is ordinary.
+  Recommender(i64 items, i64 dim, bool tied, bool sparse, hitch::Generator& gen, Replicas& replicas)
+      : items_(replicas.table("items", Tensor::randn({items, dim}, 0.0f, 0.1f, gen))),
+        history_(tied ? items_ : replicas.table("history", Tensor::randn({items, dim}, 0.0f, 0.1f, gen)),
                  {.mode = hitch::BagMode::Mean, .sparse = sparse}),
         item_(items_, {.sparse = sparse}),
         bias_(Parameter("item_bias", Tensor::zeros({items, 1})), {.sparse = sparse}) {}
@@ -108,10 +109,12 @@ class Recommender : public hitch::nn::Module {
     return dot + hitch::reshape(bias_(candidates), {b, c});
   }
 
-  // All items for each user vector: [U, D] x [N, D]^T + bias^T -> [U, N]. Evaluation only.
-  Tensor all_scores(const Tensor& user_vectors) const {
-    return hitch::matmul(user_vectors, item_.weight, false, true) + hitch::reshape(bias_.weight, {1, -1});
+  // All items for each user vector: [U, D] x [N, D]^T + bias^T -> [U, N], where items is the
+  // whole candidate table (Replicas::whole(item_table())). Evaluation only.
+  Tensor all_scores(const Tensor& user_vectors, const Tensor& items) const {
+    return hitch::matmul(user_vectors, items, false, true) + hitch::reshape(bias_.weight, {1, -1});
   }
+  const Parameter& item_table() const { return item_.weight; }
 
   void members(Members& m) const override {
     m.module("history", history_);
@@ -242,7 +245,7 @@ double oracle_recall(const Data& d, double noise) {
   return recall_at_10(d, scores);
 }
 
-double model_recall(const Data& d, const Recommender& model) {
+double model_recall(const Data& d, const Recommender& model, Replicas& replicas) {
   hitch::NoGradGuard no_grad;
   std::vector<i64> history, offsets;
   for (const auto& items : d.train) {
@@ -251,7 +254,7 @@ double model_recall(const Data& d, const Recommender& model) {
   }
   const i64 n = static_cast<i64>(history.size());
   Tensor users = model.users(IndexTensor({n}, std::move(history)), IndexTensor({d.users}, std::move(offsets)));
-  return recall_at_10(d, model.all_scores(users).to_vector());
+  return recall_at_10(d, model.all_scores(users, replicas.whole(model.item_table())).to_vector());
 }
 
 struct RunResult {
@@ -281,10 +284,12 @@ RunResult train(const Data& d, const Config& c, const Batch& heldout, bool tied,
   r.heldout = {.label = r.label + " held-out", .x = {}, .y = {}, .dashed = true, .color = color};
   // Same seeds in every run: the same initial candidate table and the same batches.
   hitch::Generator init(c.seed + 1), batches(c.seed + 2);
-  Recommender model(d.items, c.dim, tied, sparse, init);
+  Recommender model(d.items, c.dim, tied, sparse, init, replicas);
   replicas.attach(model);
   const std::vector<Parameter> params = model.parameters();
-  for (const auto& p : params) r.params += p.numel();
+  for (const auto& p : params) r.params += replicas.numel(p);
+  // Rank 0 evaluates; with collective lookups (sharded tables) every rank evaluates along.
+  const bool evaluates = main_rank || replicas.collective_lookups();
 
   std::unique_ptr<hitch::optim::Optimizer> opt;
   if (sparse) {
@@ -316,7 +321,7 @@ RunResult train(const Data& d, const Config& c, const Batch& heldout, bool tied,
       r.curve.x.push_back(static_cast<double>(step));
       r.curve.y.push_back(last_window);
       window = 0;
-      if (main_rank) {
+      if (evaluates) {
         hitch::NoGradGuard no_grad;
         r.heldout.x.push_back(static_cast<double>(step));
         r.heldout.y.push_back(loss_on(model, heldout));
@@ -326,9 +331,9 @@ RunResult train(const Data& d, const Config& c, const Batch& heldout, bool tied,
   }
   r.final_loss = last_window;
   r.optimizer_states = opt->state_size();
-  if (main_rank) {
+  if (evaluates) {
     r.heldout_loss = r.heldout.y.back();
-    r.recall = model_recall(d, model);
+    r.recall = model_recall(d, model, replicas);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (progress) progress->finish(fmt::format("recall@10 {:.3f}", r.recall));

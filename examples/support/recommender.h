@@ -1,6 +1,7 @@
 // examples/support/recommender.h: the recommender of examples/recommend.cpp (the main example),
-// shared with examples/recommend_dist.cpp, which runs the same four trainings data-parallel
-// over MPI and prints the same table (docs/examples/recommend.md, docs/distributed.md).
+// shared with examples/recommend_dist.cpp and examples/recommend_sharded.cpp, which run the same
+// four trainings over MPI (data-parallel; and with the item tables sharded row-wise) and print the
+// same table (docs/examples/recommend.md, docs/distributed.md, docs/sharding.md).
 //
 // The data is generated here (no download) with a known structure: items fall into clusters,
 // each user prefers one or two of them and picks items there (popular ones more often), with
@@ -13,7 +14,8 @@
 //
 // Nothing here knows about MPI: the training loop talks to a Replicas object, which is one
 // process on its own (recommend) or one rank of several (recommend_dist: rank r trains on its
-// slice of every global batch and DataParallel averages the gradients before each step).
+// slice of every global batch and DataParallel averages the gradients before each step;
+// recommend_sharded: the same, with the item tables sharded row-wise over the ranks).
 // Left out on purpose: real data, mini-batch evaluation, early stopping.
 #pragma once
 
@@ -58,6 +60,19 @@ class Replicas {
   virtual float sum(float local) { return local; }
   // A note for the report header (empty: none).
   virtual std::string describe(const Config& /*c*/) const { return {}; }
+
+  // The item tables ([N, D], initial values the same on every process). The default is an
+  // ordinary Parameter; recommend_sharded returns a row-wise sharded one (dist::shard_rows: each
+  // process keeps its rows, every lookup fetches rows from their owners).
+  virtual Parameter table(std::string name, const Tensor& initial) { return Parameter(std::move(name), initial); }
+  // The whole [N, D] values of a table made by table(), for the all-items scores of the
+  // evaluation (a sharded table is gathered: collective).
+  virtual Tensor whole(const Parameter& p) { return p.value(); }
+  // Elements of p as a whole (a shard counts its whole table).
+  virtual i64 numel(const Parameter& p) const { return p.numel(); }
+  // True when lookups are collective (sharded tables): every process then evaluates along with
+  // rank 0 (rank 0 still prints alone).
+  virtual bool collective_lookups() const { return false; }
 };
 
 // Generates the data, runs the four trainings (tied/untied x Adam/SparseAdam), and on rank 0

@@ -9,7 +9,8 @@
 # as printed or, where float rounding in another summation order lands on the other side of a
 # rounding boundary, one unit of the last printed digit apart. Every such near-miss is listed.
 # Fails when the programs fail, when a table is missing or has other rows, or on any other
-# difference.
+# difference. EXPECT_LINE (environment, optional): an extended regex some line of the MPI
+# program's output must match (recommend_sharded: "^sharded: ").
 set -euo pipefail
 recommend=$1 recommend_dist=$2 work=$3
 shift 3
@@ -35,6 +36,9 @@ rows=$(wc -l <"$work/single.table")
 if [[ $rows -lt 8 ]]; then echo "FAIL: recommend printed no table ($rows rows)"; exit 1; fi
 if [[ $(wc -l <"$work/dist.table") -ne $rows ]]; then echo "FAIL: the tables have different rows"; exit 1; fi
 if ! grep -q "^data-parallel: " "$work/dist.txt"; then echo "FAIL: recommend_dist did not say it ran data-parallel"; exit 1; fi
+if [[ -n ${EXPECT_LINE:-} ]] && ! grep -Eq "$EXPECT_LINE" "$work/dist.txt"; then
+  echo "FAIL: $recommend_dist printed no line matching $EXPECT_LINE"; exit 1
+fi
 
 # Field by field. A number printed with k decimals may differ by at most 10^-k (plus slack for
 # the decimal conversion); anything else must be the same text.
