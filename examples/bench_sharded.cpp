@@ -22,10 +22,13 @@
 //    VmRSS before the table was made: the table, the state and every transient buffer of a step
 //    at its highest) and the step's rows (below), and the peak RSS of the process;
 //  * time: the median of each phase over the timed steps, and steps/s;
-//  * bytes sent per step: forward = the ids this rank asks other ranks for (8 bytes each) and the
-//    rows it returns to them (4 D bytes each), counted from the batch under the protocol of
-//    dist/sharded.h (each lookup sends its distinct ids to their owners); backward =
-//    DataParallel::last_stats().sharded_bytes (measured by the library).
+//  * bytes sent per step to other ranks (the largest of the 4 batches), counted from the batch
+//    under the protocol of dist/sharded.h: forward, the distinct ids of each lookup this rank asks
+//    other ranks for (8 bytes each) and the rows it returns to them (4 D bytes each); backward,
+//    each lookup's distinct gradient rows it sends to their other owners (8 + 4 D bytes each).
+//    The count with the rank's own rows included must equal DataParallel::last_stats()
+//    .sharded_bytes at every step (the same MPI_Alltoallv also carries a rank's share to itself,
+//    as a local copy): checked, the run fails otherwise.
 // "The step's rows" (the allowance of issue 17's memory goal) are the row-sized buffers a step
 // needs on this rank: the rows it fetches (distinct ids of each lookup), one gradient row per
 // id occurrence (what the unsharded sparse backward makes) and the gradient rows its owned rows
@@ -38,6 +41,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -109,30 +113,37 @@ std::vector<i64> distinct(std::vector<i64> ids) {
   return ids;
 }
 
-// Per rank, for one global batch: forward bytes sent (requests + replies) and the step's rows.
+// Per rank, for one global batch, under the protocol of dist/sharded.h (each lookup sends its
+// distinct ids, increasing, to their owners and gets their rows back; reduce_gradients() sends each
+// lookup's coalesced gradient rows to their owners, 8 + 4 D bytes a row). "cross": to other ranks
+// only (what crosses a wire); "all": with the rank's own share, which goes through the same
+// MPI_Alltoallv as a local copy (what ReduceStats::sharded_bytes counts). step_rows: below.
 struct Traffic {
-  std::vector<double> forward_bytes, step_rows;
+  std::vector<double> forward_cross, backward_cross, backward_all, step_rows;
 };
 
 Traffic traffic(const GlobalBatch& g, i64 world, i64 d) {
-  Traffic t{std::vector<double>(static_cast<std::size_t>(world), 0.0), std::vector<double>(static_cast<std::size_t>(world), 0.0)};
+  const auto R = static_cast<std::size_t>(world);
+  Traffic t{std::vector<double>(R, 0.0), std::vector<double>(R, 0.0), std::vector<double>(R, 0.0),
+            std::vector<double>(R, 0.0)};
   const double row = static_cast<double>(4 * d);
   for (const auto* lookup : {&g.singles, &g.bags}) {
-    std::vector<i64> received(static_cast<std::size_t>(world), 0);  // gradient rows an owner receives
-    for (i64 q = 0; q < world; ++q) {
-      const auto& ids = (*lookup)[static_cast<std::size_t>(q)];
+    std::vector<i64> received(R, 0);  // gradient rows an owner receives from this lookup
+    for (std::size_t q = 0; q < R; ++q) {
+      const auto& ids = (*lookup)[q];
       const std::vector<i64> mine = distinct(ids);
-      const auto qq = static_cast<std::size_t>(q);
-      t.step_rows[qq] += static_cast<double>(mine.size() + ids.size()) * row;  // fetched + one gradient row per id
+      t.step_rows[q] += static_cast<double>(mine.size() + ids.size()) * row;  // fetched + one gradient row per id
+      t.backward_all[q] += static_cast<double>(mine.size()) * (8.0 + row);
       for (i64 id : mine) {
         const auto owner = static_cast<std::size_t>(id % world);
         received[owner] += 1;
-        if (owner == qq) continue;
-        t.forward_bytes[qq] += 8.0;       // the request, to the owner
-        t.forward_bytes[owner] += row;    // the reply, from the owner
+        if (owner == q) continue;
+        t.forward_cross[q] += 8.0;          // the request, to the owner
+        t.forward_cross[owner] += row;      // the reply, from the owner
+        t.backward_cross[q] += 8.0 + row;   // the gradient row, to the owner
       }
     }
-    for (std::size_t k = 0; k < received.size(); ++k) t.step_rows[k] += static_cast<double>(received[k]) * row;
+    for (std::size_t k = 0; k < R; ++k) t.step_rows[k] += static_cast<double>(received[k]) * row;
   }
   return t;
 }
@@ -177,13 +188,17 @@ int run(const Options& o) {
   }
   const auto me = static_cast<std::size_t>(rank);
   std::vector<IndexTensor> singles, bags;
-  double forward_bytes = 0.0, step_rows = 0.0;
+  std::vector<Traffic> traffics;
   for (const auto& g : global) {
     const i64 mine = static_cast<i64>(g.singles[me].size());
     singles.emplace_back(Shape{mine}, g.singles[me]);
     bags.emplace_back(Shape{mine, s.l}, g.bags[me]);
-    const Traffic t = traffic(g, world, s.d);
-    forward_bytes = std::max(forward_bytes, t.forward_bytes[me]);
+    traffics.push_back(traffic(g, world, s.d));
+  }
+  double forward_bytes = 0.0, backward_bytes = 0.0, step_rows = 0.0;  // the largest of the batches
+  for (const Traffic& t : traffics) {
+    forward_bytes = std::max(forward_bytes, t.forward_cross[me]);
+    backward_bytes = std::max(backward_bytes, t.backward_cross[me]);
     step_rows = std::max(step_rows, t.step_rows[me]);
   }
   global.clear();
@@ -203,7 +218,8 @@ int run(const Options& o) {
   else opt = (adam = std::make_unique<optim::SparseAdam>(std::vector<Parameter>{table}, optim::SparseAdamOptions{.lr = 0.001})).get();
 
   std::vector<double> forward, backward_ms, reduce, update, total;
-  std::size_t backward_bytes = 0;
+  // The count above checked against the library's own: sharded_bytes of every step.
+  std::string mismatch;
   auto step = [&](int k) {
     const auto i = static_cast<std::size_t>(k % kBatches);
     const auto t0 = Clock::now();
@@ -216,7 +232,9 @@ int run(const Options& o) {
     opt->step();
     opt->zero_grad();
     const auto t4 = Clock::now();
-    backward_bytes = std::max(backward_bytes, dp.last_stats().sharded_bytes);
+    const double counted = traffics[i].backward_all[me], sent = static_cast<double>(dp.last_stats().sharded_bytes);
+    if (counted != sent && mismatch.empty())
+      mismatch = fmt::format("rank {}: reduce_gradients() sent {} bytes, the count from the batch says {}", rank, sent, counted);
     forward.push_back(ms_between(t0, t1));
     backward_ms.push_back(ms_between(t1, t2));
     reduce.push_back(ms_between(t2, t3));
@@ -237,6 +255,7 @@ int run(const Options& o) {
     more = go.item() != 0.0f;
   }
   const double seconds = ms_between(start, Clock::now()) / 1e3;
+  dist::agree(mismatch.empty() ? std::nullopt : std::optional<std::string>(mismatch));
 
   // Every rank's columns, gathered (a sum of rows that are zero but for their own rank's).
   const double state = sgd ? state_bytes(*sgd, table) : state_bytes(*adam, table);
@@ -253,7 +272,7 @@ int run(const Options& o) {
   put(kGrowth, (hwm - rss_before) / MB);
   put(kStepRows, step_rows / MB);
   put(kForwardBytes, forward_bytes / MB);
-  put(kBackwardBytes, static_cast<double>(backward_bytes) / MB);
+  put(kBackwardBytes, backward_bytes / MB);
   put(kStepMs, median(total));
   put(kForwardMs, median(forward));
   put(kBackwardMs, median(backward_ms));
@@ -279,7 +298,7 @@ int run(const Options& o) {
                q, static_cast<i64>(at(q, kLocalRows)), at(q, kShard), at(q, kState), held / share, at(q, kGrowth),
                at(q, kStepRows), bound, at(q, kGrowth) <= bound ? "ok" : "OVER", at(q, kMaxRss), at(q, kHwm));
     fmt::print("rank {}: step {:.1f} ms (median: forward {:.1f}, backward {:.1f}, reduce {:.1f}, optimizer {:.1f}), "
-               "{:.2f} steps/s; sends {:.2f} MB forward + {:.2f} MB backward per step\n",
+               "{:.2f} steps/s; sends {:.2f} MB forward + {:.2f} MB backward per step to other ranks\n",
                q, at(q, kStepMs), at(q, kForwardMs), at(q, kBackwardMs), at(q, kReduceMs), at(q, kOptimizerMs),
                at(q, kStepsPerS), at(q, kForwardBytes), at(q, kBackwardBytes));
     // For scripts/bench_sharded.sh: RESULT N optimizer R rank, then the columns in Col order.
