@@ -3,8 +3,10 @@
 # the C workload of bench_embedding, sparse SGD and SparseAdam) for tables of 2,000,000 x 64 and
 # 8,000,000 x 64 at R = 1 and R = 2 ranks on the same global batch, one process (or mpirun) per
 # run so that each run's peak RSS is its own, then prints one table: per rank, the shard and
-# optimizer-state bytes against (whole table + state) / R, the resident growth against issue 17's
-# allowance, the peak RSS, the median step time by phase, steps/s and the bytes sent per step.
+# optimizer-state bytes against (whole table + state) / R, the step's rows and the transient
+# memory above shard + state (resident growth - shard - state), the resident growth against
+# issue 17's allowance (1.1 x (whole + state) / R + the step's rows), the peak RSS, the median
+# step time by phase, steps/s and the bytes sent per step to other ranks.
 # Extra arguments go to every bench_sharded run (e.g. --min-seconds 10). --rows "2000000 500000"
 # replaces the table sizes. See docs/sharding.md. Measure on an idle machine: it prints the load
 # average before and after and refuses to start above 0.5 (--force to run anyway).
@@ -46,12 +48,12 @@ echo
 awk '
   $1 == "RESULT" {
     n = $2; o = $3; R = $4; k = $5; whole = $6
-    shard = $8; state = $9; hwm = $11; maxrss = $12; growth = $13; steprows = $14
-    share = whole / R; allowed = 1.1 * share + steprows
-    printf "| %.0fM x 64, %s | %d | %d | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f |\n",
-      n / 1e6, o, R, k, shard, state, (shard + state) / share, growth, allowed, growth / share,
-      growth <= allowed ? "yes" : "**no**", maxrss, $17, $18, $19, $20, $21, $22, $15, $16
+    shard = $8; state = $9; maxrss = $12; growth = $13; steprows = $14
+    share = whole / R; allowed = 1.1 * share + steprows; transient = growth - shard - state
+    printf "| %.0fM x 64, %s | %d | %d | %.0f | %.0f | %.3f | %.0f | %.0f | %.1fx | %.3f | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f |\n",
+      n / 1e6, o, R, k, shard, state, (shard + state) / share, steprows, transient, transient / steprows,
+      growth / share, growth <= allowed ? "yes" : "**no**", maxrss, $17, $18, $19, $20, $21, $22, $15, $16
   }' "$out" >"$out.rows"
-echo "| table, optimizer | R | rank | shard MB | state MB | (shard + state) / (whole / R) | resident growth MB | allowed MB | growth / (whole / R) | within | peak RSS MB | ms/step | forward | backward | reduce | optimizer | steps/s | MB sent fwd | MB sent bwd |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| table, optimizer | R | rank | shard MB | state MB | (shard + state) / (whole / R) | step rows MB | transient MB | transient / step rows | growth / (whole / R) | growth <= 1.1 x whole / R + step rows | peak RSS MB | ms/step | forward | backward | reduce | optimizer | steps/s | MB sent fwd | MB sent bwd |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 cat "$out.rows"
