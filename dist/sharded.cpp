@@ -133,11 +133,13 @@ class TableSharding final : public RowSharding {
     if (renorm && !local.empty()) renorm(shard, local);
     Tensor rows = Tensor::empty({static_cast<std::int64_t>(ids.size()), info_.dim});
     if (width > 0) {
-      FloatBuffer reply(n_recv * width);
+      FloatBuffer& reply = scratch_.reply;  // kept between calls: no fresh pages every step
+      reply.resize(n_recv * width);
       const float* w = shard.data();
       for (std::size_t i = 0; i < n_recv; ++i)
         std::memcpy(reply.data() + i * width, w + static_cast<std::size_t>(local[i]) * width, width * sizeof(float));
-      FloatBuffer got(ids.size() * width);
+      FloatBuffer& got = scratch_.got;
+      got.resize(ids.size() * width);
       const RowType row(width);
       MPI_Alltoallv(reply.data(), recv_counts.data(), recv_displs.data(), row.get(), got.data(), send_counts.data(),
                     send_displs.data(), row.get(), comm);
@@ -164,11 +166,21 @@ class TableSharding final : public RowSharding {
   const std::vector<Lookup>& lookups() const { return lookups_; }
   std::size_t fetched_bytes() const { return stats_bytes_; }
 
+  // Send and receive buffers, kept between steps (grown to the largest step, never shrunk), so a
+  // training loop does not page-fault tens of MB of fresh memory in every lookup and reduction.
+  struct Scratch {
+    FloatBuffer reply, got;              // fetch: rows for other ranks, rows from them
+    RowBuffer send_ids, recv_ids;        // reduce_sharded
+    FloatBuffer send_values, recv_values;
+  };
+  Scratch& scratch() { return scratch_; }
+
  private:
   ShardInfo info_;
   std::uint64_t serial_;
   std::vector<Lookup> lookups_;
   std::size_t stats_bytes_ = 0;
+  Scratch scratch_;
 };
 
 TableSharding* table_sharding(const Parameter& p) {
@@ -193,47 +205,65 @@ void reduce_sharded(MPI_Comm comm, Parameter& p, TableSharding& s, bool dense, R
   const ShardInfo& info = s.info();
   const auto R = static_cast<std::size_t>(info.world_size);
   const auto width = static_cast<std::size_t>(info.dim);
-  // This rank's contributions, per owner, in (lookup order, row order).
-  std::vector<std::vector<std::int64_t>> ids_to(R);
-  std::vector<std::vector<float>> values_to(R);
+  // This rank's contributions, per owner, in (lookup order, row order): each lookup's gradient
+  // as (rows of the lookup, values), then counted per owner and packed at the owner's offset.
+  struct Part {
+    const Lookup* lookup;
+    std::span<const std::int64_t> rows;  // positions in lookup->ids; empty with dense: all of them
+    const float* values;
+    bool dense;
+  };
+  std::vector<Part> parts;
+  std::vector<Tensor> dense_keep;  // dense() of a dense leaf gradient is its stored tensor
   for (Lookup& l : s.lookups()) {
     Grad* g = l.rows.grad_store();
     if (g == nullptr) continue;
-    auto send = [&](std::size_t compact, const float* v) {
-      const std::int64_t id = l.ids[compact];
-      const auto o = static_cast<std::size_t>(info.owner(id));
-      ids_to[o].push_back(id);
-      values_to[o].insert(values_to[o].end(), v, v + width);
-    };
     if (g->is_sparse()) {
       g->coalesce();
-      const auto rows = g->rows();
-      const auto values = g->row_values();
-      for (std::size_t k = 0; k < rows.size(); ++k) send(static_cast<std::size_t>(rows[k]), values.data() + k * width);
+      parts.push_back({&l, g->rows(), g->row_values().data(), false});
     } else if (g->is_dense()) {
-      const Tensor d = g->dense();
-      for (std::size_t k = 0; k < l.ids.size(); ++k) send(k, d.data() + k * width);
+      dense_keep.push_back(g->dense());
+      parts.push_back({&l, {}, dense_keep.back().data(), true});
     }
   }
-  s.lookups().clear();
-  std::vector<int> send_counts(R), recv_counts(R);
-  for (std::size_t r = 0; r < R; ++r) send_counts[r] = static_cast<int>(ids_to[r].size());
+  auto for_each_entry = [&](auto&& fn) {  // fn(global id, values), in (lookup, row) order
+    for (const Part& part : parts) {
+      const std::size_t n = part.dense ? part.lookup->ids.size() : part.rows.size();
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t compact = part.dense ? k : static_cast<std::size_t>(part.rows[k]);
+        fn(part.lookup->ids[compact], part.values + k * width);
+      }
+    }
+  };
+  std::vector<int> send_counts(R, 0), recv_counts(R);
+  for_each_entry([&](std::int64_t id, const float*) { ++send_counts[static_cast<std::size_t>(info.owner(id))]; });
   const std::vector<int> send_displs = displacements(send_counts);
-  std::vector<std::int64_t> send_ids;
-  FloatBuffer send_values;
-  send_ids.reserve(static_cast<std::size_t>(send_displs.back() + send_counts.back()));
-  send_values.reserve(send_ids.capacity() * width);
-  for (std::size_t r = 0; r < R; ++r) {
-    send_ids.insert(send_ids.end(), ids_to[r].begin(), ids_to[r].end());
-    send_values.insert(send_values.end(), values_to[r].begin(), values_to[r].end());
+  TableSharding::Scratch& scratch = s.scratch();
+  const std::size_t n_send = static_cast<std::size_t>(send_displs.back()) + static_cast<std::size_t>(send_counts.back());
+  RowBuffer& send_ids = scratch.send_ids;
+  FloatBuffer& send_values = scratch.send_values;
+  send_ids.resize(n_send);
+  send_values.resize(n_send * width);
+  {
+    std::vector<int> at = send_displs;
+    for_each_entry([&](std::int64_t id, const float* v) {
+      const auto slot = static_cast<std::size_t>(at[static_cast<std::size_t>(info.owner(id))]++);
+      send_ids[slot] = id;
+      std::memcpy(send_values.data() + slot * width, v, width * sizeof(float));
+    });
   }
+  parts.clear();
+  dense_keep.clear();
+  s.lookups().clear();
   MPI_Alltoall(send_counts.data(), 1, MPI_INT, recv_counts.data(), 1, MPI_INT, comm);
   const std::vector<int> recv_displs = displacements(recv_counts);
   const std::size_t n_recv = static_cast<std::size_t>(recv_displs.back()) + static_cast<std::size_t>(recv_counts.back());
-  std::vector<std::int64_t> recv_ids(n_recv);
+  RowBuffer& recv_ids = scratch.recv_ids;
+  recv_ids.resize(n_recv);
   MPI_Alltoallv(send_ids.data(), send_counts.data(), send_displs.data(), MPI_INT64_T, recv_ids.data(),
                 recv_counts.data(), recv_displs.data(), MPI_INT64_T, comm);
-  FloatBuffer recv_values(n_recv * width);
+  FloatBuffer& recv_values = scratch.recv_values;
+  recv_values.resize(n_recv * width);
   if (width > 0) {
     const RowType row(width);
     MPI_Alltoallv(send_values.data(), send_counts.data(), send_displs.data(), row.get(), recv_values.data(),
