@@ -81,7 +81,7 @@ class TableSharding final : public RowSharding {
   const ShardInfo& info() const { return info_; }
 
   Tensor fetch(std::string_view op, const std::optional<std::string>& error, const Tensor& shard,
-               std::span<const std::int64_t> ids, const Renorm& renorm) override {
+               std::span<const std::int64_t> ids, const Renorm& renorm, std::vector<std::uint32_t>& order) override {
     MPI_Comm comm = comm_of(op);
     const std::size_t R = static_cast<std::size_t>(info_.world_size);
     const auto width = static_cast<std::size_t>(info_.dim);
@@ -109,14 +109,16 @@ class TableSharding final : public RowSharding {
     std::vector<int> send_counts(R, 0), recv_counts(R, 0);
     for (std::int64_t id : ids) ++send_counts[static_cast<std::size_t>(info_.owner(id))];
     const std::vector<int> send_displs = displacements(send_counts);
+    // asked[j] = ids[order[j]]: grouped by owner, so the replies land in place (row j of the result).
     std::vector<std::int64_t> asked(ids.size());
-    std::vector<std::size_t> slot(ids.size());  // where ids[u]'s row comes back
+    order.resize(ids.size());
     {
       std::vector<int> at = send_displs;
       for (std::size_t u = 0; u < ids.size(); ++u) {
         const auto o = static_cast<std::size_t>(info_.owner(ids[u]));
-        slot[u] = static_cast<std::size_t>(at[o]++);
-        asked[slot[u]] = ids[u];
+        const auto j = static_cast<std::size_t>(at[o]++);
+        asked[j] = ids[u];
+        order[j] = static_cast<std::uint32_t>(u);
       }
     }
     MPI_Alltoall(send_counts.data(), 1, MPI_INT, recv_counts.data(), 1, MPI_INT, comm);
@@ -138,15 +140,10 @@ class TableSharding final : public RowSharding {
       const float* w = shard.data();
       for (std::size_t i = 0; i < n_recv; ++i)
         std::memcpy(reply.data() + i * width, w + static_cast<std::size_t>(local[i]) * width, width * sizeof(float));
-      FloatBuffer& got = scratch_.got;
-      got.resize(ids.size() * width);
       const RowType row(width);
-      MPI_Alltoallv(reply.data(), recv_counts.data(), recv_displs.data(), row.get(), got.data(), send_counts.data(),
+      MPI_Alltoallv(reply.data(), recv_counts.data(), recv_displs.data(), row.get(), rows.data(), send_counts.data(),
                     send_displs.data(), row.get(), comm);
       stats_bytes_ += reply.size() * sizeof(float);
-      float* out = rows.data();
-      for (std::size_t u = 0; u < ids.size(); ++u)
-        std::memcpy(out + u * width, got.data() + slot[u] * width, width * sizeof(float));
     }
     return rows;
   }
@@ -169,7 +166,7 @@ class TableSharding final : public RowSharding {
   // Send and receive buffers, kept between steps (grown to the largest step, never shrunk), so a
   // training loop does not page-fault tens of MB of fresh memory in every lookup and reduction.
   struct Scratch {
-    FloatBuffer reply, got;              // fetch: rows for other ranks, rows from them
+    FloatBuffer reply;                   // fetch: the rows other ranks asked of this one
     RowBuffer send_ids, recv_ids;        // reduce_sharded
     FloatBuffer send_values, recv_values;
   };

@@ -5,6 +5,7 @@
 
 #include <hitch/core/tape.h>
 #include <hitch/ops/embedding_detail.h>
+#include <hitch/ops/kernels/embedding_kernels.h>
 #include <hitch/ops/sharding.h>
 
 namespace hitch {
@@ -32,35 +33,48 @@ Tensor sharded_lookup(std::string_view op, RowSharding& sharding, const Tensor& 
   } catch (const Error& e) {
     error = e.what();
   }
-  // 2. This rank's distinct ids, increasing (none if its call is invalid: fetch throws anyway).
+  // 2. This rank's distinct ids, increasing, and each position's place among them (none if its
+  // call is invalid: fetch throws anyway). The radix sort by row of the lookup backward
+  // (kernels::group_by_row) does both in one pass.
   std::vector<std::int64_t> ids;
+  std::vector<std::int64_t> renumbered(static_cast<std::size_t>(input.numel()));
   if (!error) {
-    ids.assign(input.values().begin(), input.values().end());
-    std::sort(ids.begin(), ids.end());
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    std::vector<std::uint32_t> positions(renumbered.size());
+    for (std::size_t p = 0; p < positions.size(); ++p) positions[p] = static_cast<std::uint32_t>(p);
+    kernels::RowGroups groups = kernels::group_by_row(input.values(), std::move(positions), sharding.num_rows());
+    for (std::size_t u = 0; u + 1 < groups.starts.size(); ++u)
+      for (std::uint32_t k = groups.starts[u]; k < groups.starts[u + 1]; ++k)
+        renumbered[groups.order[k]] = static_cast<std::int64_t>(u);
+    ids = std::move(groups.rows);
   }
   RowSharding::Renorm renorm;
   if (max_norm)
     renorm = [m = *max_norm, norm_type](const Tensor& shard, std::span<const std::int64_t> local_rows) {
       renorm_rows(shard, local_rows, m, norm_type);
     };
-  Tensor rows = sharding.fetch(op, error, weight, ids, renorm);
+  std::vector<std::uint32_t> order;
+  Tensor rows = sharding.fetch(op, error, weight, ids, renorm, order);
 
-  // 3. The unsharded op on the fetched rows, ids renumbered to positions in `ids`.
-  std::vector<std::int64_t> renumbered(input.values().begin(), input.values().end());
-  for (std::int64_t& v : renumbered)
-    v = static_cast<std::int64_t>(std::lower_bound(ids.begin(), ids.end(), v) - ids.begin());
+  // 3. The unsharded op on the fetched rows, ids renumbered to their rows' positions: sorted
+  // id u is row at[u] (rows come in the sharding's order: row j is ids[order[j]]).
+  std::vector<std::int64_t> at(ids.size());
+  std::vector<std::int64_t> row_ids(ids.size());
+  for (std::size_t j = 0; j < order.size(); ++j) {
+    at[order[j]] = static_cast<std::int64_t>(j);
+    row_ids[j] = ids[order[j]];
+  }
+  for (std::int64_t& v : renumbered) v = at[static_cast<std::size_t>(v)];
   const IndexTensor local(input.shape(), std::move(renumbered));
   std::optional<std::int64_t> local_pad;
   if (pad) {
-    const auto at = std::lower_bound(ids.begin(), ids.end(), *pad);
-    if (at != ids.end() && *at == *pad) local_pad = static_cast<std::int64_t>(at - ids.begin());
+    const auto it = std::lower_bound(ids.begin(), ids.end(), *pad);
+    if (it != ids.end() && *it == *pad) local_pad = at[static_cast<std::size_t>(it - ids.begin())];
   }
   if (!will_record({weight})) return run(local, rows, local_pad);
   // 4. A leaf for the rows, so that backward leaves this lookup's gradient on it.
   Parameter leaf(weight.impl().name + " (rows of a sharded lookup)", std::move(rows));
   Tensor out = run(local, leaf.value(), local_pad);
-  sharding.record(leaf, std::move(ids), sparse);
+  sharding.record(leaf, std::move(row_ids), sparse);
   return out;
 }
 

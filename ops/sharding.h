@@ -36,12 +36,15 @@ class RowSharding : public ShardingHook {
   // when error is set). shard: this rank's rows (the Parameter's value). renorm(shard,
   // local_rows): the op's max_norm, for the owner to apply to the rows asked of it (null: none).
   // Throws the same hitch::Error on every rank if any rank's error is set or the ranks are not
-  // making the same call; else returns [ids.size(), D].
+  // making the same call; else returns [ids.size(), D], the rows in the order the sharding
+  // received them (so it needs no second copy): row j is the row of ids[order[j]], order a
+  // permutation it fills.
   using Renorm = std::function<void(const Tensor& shard, std::span<const std::int64_t> local_rows)>;
   virtual Tensor fetch(std::string_view op, const std::optional<std::string>& error, const Tensor& shard,
-                       std::span<const std::int64_t> ids, const Renorm& renorm) = 0;
-  // rows: the leaf [ids.size(), D] the op ran on; its gradient is this rank's contribution to
-  // rows `ids` (sparse: the op's gradient layout). Called only when the op records for backward.
+                       std::span<const std::int64_t> ids, const Renorm& renorm, std::vector<std::uint32_t>& order) = 0;
+  // rows: the leaf [ids.size(), D] the op ran on, row j that of ids[j]; its gradient is this
+  // rank's contribution to rows `ids` (sparse: the op's gradient layout). Called only when the op
+  // records for backward.
   virtual void record(const Parameter& rows, std::vector<std::int64_t> ids, bool sparse) = 0;
 };
 
