@@ -271,12 +271,19 @@ void reduce_sharded(MPI_Comm comm, Parameter& p, TableSharding& s, bool dense, R
 
   // As the owner: each row's contributions in arrival order (source rank, then lookup, then
   // row), summed, then / R.
+  // (id, arrival) pairs sorted: by id, then arrival order (the pairs are distinct, so a plain
+  // sort keeps arrival order within an id); contiguous keys sort several times faster than
+  // indices compared through recv_ids.
+  std::vector<std::pair<std::int64_t, std::size_t>> keyed(n_recv);
+  for (std::size_t i = 0; i < n_recv; ++i) keyed[i] = {recv_ids[i], i};
+  std::sort(keyed.begin(), keyed.end());
   std::vector<std::size_t> order(n_recv);
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return recv_ids[a] < recv_ids[b]; });
   std::size_t unique = 0;
-  for (std::size_t i = 0; i < n_recv; ++i)
-    if (i == 0 || recv_ids[order[i]] != recv_ids[order[i - 1]]) ++unique;
+  for (std::size_t i = 0; i < n_recv; ++i) {
+    order[i] = keyed[i].second;
+    if (i == 0 || keyed[i].first != keyed[i - 1].first) ++unique;
+  }
+  keyed = {};
   RowBlock block = make_row_block(unique, width);
   const auto divisor = static_cast<float>(R);
   std::size_t out = 0;
