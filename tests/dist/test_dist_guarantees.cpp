@@ -32,6 +32,7 @@
 #include <hitch/dist/dist.h>
 #include <hitch/hitch.h>
 
+#include "dist/collective_checks.h"
 #include "state_snapshot.h"
 
 using namespace hitch;
@@ -43,29 +44,9 @@ int me() { return dist::rank(); }
 
 // ---- collective checks ----------------------------------------------------------------------
 
-// Collective: true on every rank iff ok on every rank.
-bool everywhere(bool ok) {
-  Tensor bad = Tensor::scalar(ok ? 0.0f : 1.0f);
-  dist::all_reduce_sum(bad);
-  return bad.item() == 0.0f;
-}
-
-bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
-// Collective: true on every rank iff v has the same length and bits as rank 0's (rank 0's bytes
-// are broadcast and every rank compares its own with them).
-bool same_bits_everywhere(const std::vector<float>& v) {
-  Tensor n = Tensor::scalar(static_cast<float>(v.size()));
-  dist::broadcast(n, 0);
-  const bool same_length = n.item() == static_cast<float>(v.size());
-  if (!everywhere(same_length)) return false;
-  if (v.empty()) return true;
-  Tensor r0(Shape{static_cast<std::int64_t>(v.size())}, v);
-  dist::broadcast(r0, 0);
-  return everywhere(bits_equal(r0.to_vector(), v));
-}
+using hitch_test::bits_equal;
+using hitch_test::everywhere;
+using hitch_test::same_bits_everywhere;
 
 // |got - want| <= rtol * max|want|, elementwise, relative to the tensor's largest magnitude (a
 // per-element ratio would be meaningless for the entries that are 0 up to rounding). Returns the

@@ -35,6 +35,7 @@
 #include <hitch/dist/sharded.h>
 #include <hitch/hitch.h>
 
+#include "dist/collective_checks.h"
 #include "state_snapshot.h"
 
 using namespace hitch;
@@ -48,43 +49,11 @@ std::size_t sz(i64 n) { return static_cast<std::size_t>(n); }
 
 // ---- collective checks ----------------------------------------------------------------------
 
-// Collective: true on every rank iff ok on every rank.
-bool everywhere(bool ok) {
-  Tensor bad = Tensor::scalar(ok ? 0.0f : 1.0f);
-  dist::all_reduce_sum(bad);
-  return bad.item() == 0.0f;
-}
-
-bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
-// Collective: true on every rank iff v has rank 0's length and bits.
-bool same_bits_everywhere(const std::vector<float>& v) {
-  Tensor n = Tensor::scalar(static_cast<float>(v.size()));
-  dist::broadcast(n, 0);
-  if (!everywhere(n.item() == static_cast<float>(v.size()))) return false;
-  if (v.empty()) return true;
-  Tensor r0(Shape{static_cast<i64>(v.size())}, v);
-  dist::broadcast(r0, 0);
-  return everywhere(bits_equal(r0.to_vector(), v));
-}
-
-bool same_string_everywhere(const std::string& s) {
-  std::vector<float> v;
-  for (const char c : s) v.push_back(static_cast<float>(static_cast<unsigned char>(c)));
-  return same_bits_everywhere(v);
-}
-
-// The message of the hitch::Error fn throws, or "(no error)".
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using hitch_test::bits_equal;
+using hitch_test::error_of;
+using hitch_test::everywhere;
+using hitch_test::same_bits_everywhere;
+using hitch_test::same_string_everywhere;
 
 // ---- the tolerance ----------------------------------------------------------------------------
 
