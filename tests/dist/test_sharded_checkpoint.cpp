@@ -165,7 +165,9 @@ std::vector<std::pair<std::string, Tensor>> snapshot(const Model& m, const optim
   return out;
 }
 
-fs::path saved_dir(int world, const std::string& kind) { return kRoot / ("R" + std::to_string(world)) / kind; }
+fs::path saved_dir(int world, const std::string& kind) {
+  return kRoot / fmt::format("R{}", world) / kind;  // fmt: "R" + std::to_string trips GCC 12's -Wrestrict at -O2
+}
 
 struct Snapshot {  // what "nothing changed" compares: values, versions, optimizer state
   std::vector<float> table, head;
