@@ -72,6 +72,9 @@ struct ShardingHook {
   // Parameter::zero_grad(set_to_none) calls this too: the gradients still waiting in the
   // sharding (lookups not yet sent to their owners) are this Parameter's gradient as well.
   virtual void zero_grad(bool set_to_none) = 0;
+  // True while lookups hold gradients not yet sent to their owners (an optimizer step then
+  // refuses: its Parameter's own gradient is missing them).
+  virtual bool has_unreduced_gradients() const = 0;
 };
 
 struct TensorImpl {

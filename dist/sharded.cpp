@@ -159,6 +159,13 @@ class TableSharding final : public RowSharding {
     for (Lookup& l : lookups_) l.rows.zero_grad(set_to_none);
   }
 
+  bool has_unreduced_gradients() const override {
+    return std::any_of(lookups_.begin(), lookups_.end(), [](const Lookup& l) {
+      const Grad* g = l.rows.grad_store();
+      return g != nullptr && !g->empty();
+    });
+  }
+
   std::vector<Lookup>& lookups() { return lookups_; }
   const std::vector<Lookup>& lookups() const { return lookups_; }
   std::size_t fetched_bytes() const { return stats_bytes_; }

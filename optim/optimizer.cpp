@@ -23,6 +23,11 @@ void Optimizer::check_held() const {
                                 "or replaced after the optimizer was built? build the optimizer after tying, from "
                                 "model.parameters())",
                                 name(), param_label(p), g, i));
+      else if (p.impl().sharding && p.impl().sharding->has_unreduced_gradients())
+        throw Error(fmt::format("{}::step: Parameter {} (group {} position {}) is a sharded table whose lookups hold "
+                                "gradients not yet sent to their owners: call DataParallel::reduce_gradients() after "
+                                "backward and before step() (docs/sharding.md)",
+                                name(), param_label(p), g, i));
 }
 
 void Optimizer::zero_grad(bool set_to_none) {

@@ -483,6 +483,29 @@ TEST_CASE("sharded usage: a dense op on a sharded table (a tied nn::Linear head)
   CHECK(everywhere(true));
 }
 
+// The likeliest newcomer mistake (found by a new user following docs/sharding.md): backward,
+// then step() without reduce_gradients(). The table's own gradient is empty, so the step would
+// silently do nothing; it is refused instead, with the fix in the message, and nothing changes.
+TEST_CASE("sharded usage: step() without reduce_gradients() is refused, changing nothing") {
+  Parameter table = dist::shard_rows("t", 1001, 4, dist::uniform_rows(kLo, kHi, 5));
+  const nn::Embedding emb(table, {.sparse = true});
+  dist::DataParallel dp(std::vector<Parameter>{table});
+  optim::SparseAdam opt({table}, {.lr = 0.1});
+  backward(sum(emb(IndexTensor{static_cast<i64>(me()), 1000})));
+  const std::vector<float> before = table.value().to_vector();
+  const std::string got = error_of([&] { opt.step(); });
+  CHECK(same_string_everywhere(got));
+  CHECK(got == "SparseAdam::step: Parameter 't' (group 0 position 0) is a sharded table whose lookups hold gradients "
+               "not yet sent to their owners: call DataParallel::reduce_gradients() after backward and before step() "
+               "(docs/sharding.md)");
+  CHECK(bits_equal(table.value().to_vector(), before));
+  // The fix works, and moves the table.
+  dp.reduce_gradients();
+  CHECK_NOTHROW(opt.step());
+  // Rows me() and 1000 have owners on every rank at R = 2 and 3, so every shard moves.
+  CHECK(everywhere(!bits_equal(table.value().to_vector(), before)));
+}
+
 // ---- bitwise --------------------------------------------------------------------------------
 
 TEST_CASE("sharded bitwise: the same sharded run twice gives the same table and state bits") {
