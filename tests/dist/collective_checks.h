@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include <hitch/dist/dist.h>
 #include <hitch/hitch.h>
 
@@ -53,6 +55,23 @@ inline std::string error_of(const std::function<void()>& fn) {
     return e.what();
   }
   return "(no error)";
+}
+
+// The main() of an MPI doctest program (the including file defines DOCTEST_CONFIG_IMPLEMENT):
+// every rank runs every case in the same order (so the collectives inside them meet), only rank
+// 0 reports passes, and a failure on any rank fails every rank's exit code.
+inline int run_doctest_on_every_rank(int argc, char** argv) {
+  int result = 0;
+  {
+    hitch::dist::Session session(&argc, &argv);
+    doctest::Context context(argc, argv);
+    if (hitch::dist::rank() != 0) context.setOption("minimal", true);  // the other ranks: failures only
+    result = context.run();
+    hitch::Tensor failed = hitch::Tensor::scalar(result != 0 ? 1.0f : 0.0f);
+    hitch::dist::all_reduce_sum(failed);
+    if (failed.item() != 0.0f) result = 1;
+  }
+  return result;
 }
 
 }  // namespace hitch_test

@@ -946,16 +946,4 @@ TEST_CASE("sharded info: uniform_rows and normal_rows give a table that does not
   CHECK(bits_equal(g.to_vector(), want));
 }
 
-int main(int argc, char** argv) {
-  int result = 0;
-  {
-    dist::Session session(&argc, &argv);
-    doctest::Context context(argc, argv);
-    if (dist::rank() != 0) context.setOption("minimal", true);  // the other ranks: failures only
-    result = context.run();
-    Tensor failed = Tensor::scalar(result != 0 ? 1.0f : 0.0f);
-    dist::all_reduce_sum(failed);
-    if (failed.item() != 0.0f) result = 1;
-  }
-  return result;
-}
+int main(int argc, char** argv) { return hitch_test::run_doctest_on_every_rank(argc, argv); }
