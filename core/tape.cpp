@@ -238,6 +238,33 @@ static std::vector<std::shared_ptr<Node>> reached_nodes(const std::string_view w
   return reached;
 }
 
+// The leaves this backward reaches that carry an in-backward optimizer (optim/in_backward.h), and
+// their hooks, each once.
+struct InBackwardSet {
+  std::vector<std::shared_ptr<TensorImpl>> leaves;
+  std::vector<std::shared_ptr<InBackwardHook>> hooks;
+  void add(const std::shared_ptr<TensorImpl>& t) {
+    if (!t || t->grad_fn || !t->requires_grad || !t->in_backward) return;
+    if (std::find(leaves.begin(), leaves.end(), t) != leaves.end()) return;
+    leaves.push_back(t);
+    if (std::find(hooks.begin(), hooks.end(), t->in_backward) == hooks.end()) hooks.push_back(t->in_backward);
+  }
+  // After every node ran: all hooks prepare, then all apply; if one refuses, the hooked leaves'
+  // gradients (none before this backward: each apply drops them) are dropped and it rethrows.
+  void run() {
+    try {
+      for (const auto& h : hooks) h->prepare();
+    } catch (...) {
+      drop();
+      throw;
+    }
+    for (const auto& h : hooks) h->apply();
+  }
+  void drop() {
+    for (const auto& t : leaves) t->grad.reset();
+  }
+};
+
 void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions options) {
   TensorImpl& root = loss.impl();
   if (!root.requires_grad)
@@ -259,11 +286,19 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
     if (anomaly_mode_enabled()) detail::check_grad_output_finite(grad_output);
   }
   if (!root.grad_fn) {  // backward on a leaf: d leaf / d leaf = 1
+    InBackwardSet hooked;
+    hooked.add(loss.impl_ptr());
+    for (const auto& h : hooked.hooks) h->before();
     grad_of(root).add(seed);
+    hooked.run();
     return;
   }
   if (root.grad_fn->released) throw Error(second_time_message(*root.grad_fn));
   const std::vector<std::shared_ptr<Node>> reached = reached_nodes("backward", root.grad_fn, true);
+  InBackwardSet hooked;
+  for (const auto& n : reached)
+    for (const auto& in : n->inputs) hooked.add(in);
+  for (const auto& h : hooked.hooks) h->before();  // may refuse: nothing has run yet
 
   grad_of(root).add(seed);
   NoGradGuard no_grad;  // ops used inside backward functions must not record
@@ -281,8 +316,10 @@ void backward(const Tensor& loss, const Tensor& grad_output, BackwardOptions opt
   } catch (...) {  // anomaly mode stopped it: drop the intermediates' partial gradients, keep the graph
     for (const auto& n : reached)
       if (auto out = n->output.lock(); out && out->grad_fn) out->grad.reset();
+    hooked.drop();
     throw;
   }
+  hooked.run();  // the in-backward updates; a refusal keeps the graph, as a refused backward does
   if (!options.retain_graph) {
     for (const auto& n : reached) {  // reached keeps every node alive until the loop ends
       n->released = true;

@@ -77,6 +77,21 @@ struct ShardingHook {
   virtual bool has_unreduced_gradients() const = 0;
 };
 
+// What applies an optimizer inside backward (optim/in_backward.h: optim::InBackward). core only
+// calls it: backward() runs every node, then hands over to each hook its reached Parameters carry,
+// so the update sees every path's contribution (both lookups of a tied table) and happens once
+// per backward. Three calls, so that several hooks are all-or-nothing together:
+struct InBackwardHook {
+  virtual ~InBackwardHook() = default;
+  // Before any node runs: refuses (throws) what it can tell without the gradients.
+  virtual void before() = 0;
+  // After every node ran: every check that needs the gradients, and every allocation. On a throw
+  // nothing visible changed (backward then drops the gradients of every hooked Parameter).
+  virtual void prepare() = 0;
+  // The update, then the gradients dropped (set to none). Cannot fail.
+  virtual void apply() noexcept = 0;
+};
+
 struct TensorImpl {
   Shape shape;
   std::shared_ptr<Storage> storage;
@@ -91,6 +106,7 @@ struct TensorImpl {
   std::vector<std::pair<int, GradHook>> grad_hooks;  // see Parameter::add_grad_hook
   int next_hook_id = 1;                              // ids are never reused
   std::shared_ptr<ShardingHook> sharding;  // null unless the Parameter is a shard of a bigger table
+  std::shared_ptr<InBackwardHook> in_backward;  // null unless an optimizer is applied in backward
 };
 
 // The most elements one Tensor or IndexTensor may have: 2^48 (about 2.8e14). Its byte count

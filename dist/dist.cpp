@@ -193,6 +193,13 @@ struct ReduceScratch {
 
 namespace {
 
+// An optimizer applied in backward (optim/in_backward.h) updates before reduce_gradients() runs.
+std::string in_backward_message(std::string_view who, const Parameter& p, std::size_t i) {
+  return fmt::format("{}: Parameter '{}' (position {}) is updated inside backward by an optim::InBackward, before its "
+                     "gradient could be reduced over the ranks; use step() after reduce_gradients()",
+                     who, p.name(), i);
+}
+
 // module.parameters() may throw (a hidden alias) on one rank only: agreed.
 std::vector<Parameter> module_parameters(const nn::Module& module) {
   comm_of("dist::DataParallel");
@@ -224,6 +231,8 @@ DataParallel::DataParallel(std::vector<Parameter> params, DataParallelOptions op
     else if (!seen.insert(params[i].id()).second)
       error = fmt::format("dist::DataParallel: Parameter '{}' appears twice (position {}); pass each Parameter once "
                           "(a tied Parameter is one Parameter)", params[i].name(), i);
+    else if (params[i].impl().in_backward)
+      error = in_backward_message("dist::DataParallel", params[i], i);
   }
   agree(error);
   // The same list as rank 0's: [count, then per Parameter: rank, sizes...].
@@ -424,6 +433,7 @@ void DataParallel::reduce_gradients() {
   std::vector<int> flags(n * kFlags, 0);
   for (std::size_t i = 0; i < n; ++i) {
     Parameter& p = params_[i];
+    if (p.impl().in_backward && !error) error = in_backward_message("dist::DataParallel::reduce_gradients", p, i);
     int* f = &flags[i * kFlags];
     f[p.requires_grad() ? kTrainable : kFrozen] = 1;
     const Grad* g = p.grad_store();

@@ -5,6 +5,7 @@
 #include <hitch/optim/adagrad.h>
 #include <hitch/optim/adam.h>
 #include <hitch/optim/clip.h>
+#include <hitch/optim/in_backward.h>
 #include <hitch/optim/lr_scheduler.h>
 #include <hitch/optim/optimizer.h>
 #include <hitch/optim/sgd.h>

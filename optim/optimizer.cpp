@@ -2,12 +2,35 @@
 #include <hitch/optim/optimizer.h>
 
 #include <cmath>
+#include <utility>
+
+#include <hitch/optim/in_backward.h>
 
 #include <fmt/format.h>
 
 namespace hitch::optim {
 
+Optimizer::~Optimizer() {
+  if (in_backward_ != nullptr) in_backward_->detach();
+}
+
+Optimizer::Optimizer(Optimizer&& other) noexcept
+    : from_groups_(other.from_groups_),
+      constructed_(other.constructed_),
+      name_(std::move(other.name_)),
+      in_backward_(std::exchange(other.in_backward_, nullptr)) {
+  if (in_backward_ != nullptr) in_backward_->retarget(*this);
+}
+
+void Optimizer::refuse_in_backward(std::string_view call) const {
+  if (in_backward_ != nullptr)
+    throw Error(fmt::format("{}::{}: this optimizer is applied in backward (optim::InBackward), so backward() "
+                            "updates its Parameters; destroy the InBackward before calling {}()",
+                            name_, call, call));
+}
+
 void Optimizer::step() {
+  refuse_in_backward("step");
   check_held();  // may throw; nothing has been written yet
   check_step();
   prepare();     // may throw (allocation, kMaxStep); nothing visible has changed yet

@@ -97,16 +97,21 @@ struct StateRecord {
 };
 using StateRecords = std::vector<std::pair<Parameter, StateRecord>>;
 
+class InBackward;  // optim/in_backward.h
+
 // The untyped interface: what zero_grad, clip_grad_norm and the LR schedulers need.
 class Optimizer {
  public:
-  virtual ~Optimizer() = default;
+  virtual ~Optimizer();  // an InBackward applying it lets go of its Parameters
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
   // Requires: every hyper-parameter valid, every gradient acceptable to this optimizer (checked
-  // before anything is written). Ensures: each Parameter with a gradient is updated once.
+  // before anything is written); not applied in backward (optim/in_backward.h: then backward()
+  // steps it, and step() is a hitch::Error). Ensures: each Parameter with a gradient is updated once.
   void step();
+  // The InBackward applying this optimizer inside backward, or null (optim/in_backward.h).
+  const InBackward* in_backward() const { return in_backward_; }
   // Drops every gradient (set_to_none = true, the default as in PyTorch >= 2.0), so the next
   // step skips the Parameter unless a new gradient arrives; or, with false (PyTorch 1.13's
   // default), zeroes it in place keeping its layout, and the next step still moves the
@@ -141,7 +146,9 @@ class Optimizer {
 
  protected:
   explicit Optimizer(std::string name) : name_(std::move(name)) {}
-  Optimizer(Optimizer&&) = default;
+  Optimizer(Optimizer&& other) noexcept;  // an InBackward follows the optimizer to its new place
+  // Throws while an InBackward applies this optimizer: "SGD::add_param_group: ...".
+  void refuse_in_backward(std::string_view call) const;
 
   // Throws unless `incoming` can join the existing groups as group `group`: no undefined handle,
   // no Parameter given twice (here or in an earlier group), no hidden alias among all of them.
@@ -171,7 +178,9 @@ class Optimizer {
   bool constructed_ = false;  // set once the constructor's groups are installed
 
  private:
+  friend class InBackward;  // runs the check / prepare / update phases from inside backward()
   std::string name_;
+  InBackward* in_backward_ = nullptr;
 };
 
 // The typed layer: groups with their Options, and one State per Parameter, keyed by identity.
@@ -247,6 +256,7 @@ class OptimizerWith : public Optimizer {
   // optimizer cannot take, e.g. a 0-d Parameter for SparseAdam). All-or-nothing: checks, then
   // builds the group's state (Adagrad), then commits with operations that cannot throw.
   void add_param_group(ParamGroup<Options> group) {
+    refuse_in_backward("add_param_group");
     const std::size_t index = groups_.size();
     const std::string where = " (group " + std::to_string(index) + ")";
     check_options(group.options, where);

@@ -7,6 +7,8 @@ Prints one line per workload: RESULT <name> <median seconds per step>.
 "B-zipf/..." and "C-zipf/..." workloads train on Zipf-distributed ids that bench_embedding writes
 to --ids-dir (<dir>/B-zipf.ids, <dir>/C-zipf.ids: int64, 4 batches of b single ids then b x l bag
 ids), so both sides train on the same ids.
+"...-inbwd-..." rows (hitch's optimizer applied in backward, optim::InBackward) run PyTorch's
+ordinary loop: the same training, the usual way a PyTorch user writes it.
 A step is zero_grad, forward, backward, optimizer step (forward-only workloads: the bag forward
 under no_grad). Batches are generated before timing; two warm-up steps are not timed.
 """
