@@ -14,6 +14,8 @@
 // twice therefore gets the sum, and a leaf (a Parameter) keeps accumulating across backward
 // calls until zero_grad(). Its cost depends on the graph it walks, not on what else is alive.
 //
+// Leaves that carry an optimizer applied in backward (TensorImpl::in_backward, optim/in_backward.h)
+// are stepped once every node has run: the tie's paths are summed first, one backward is one step.
 // After a backward without retain_graph the nodes it ran release their saved values and inputs;
 // running backward through them again is an error. Left out on purpose: higher-order gradients,
 // graphs spanning threads (a graph is backpropagated on the thread that recorded it).
