@@ -506,6 +506,34 @@ TEST_CASE("sharded usage: step() without reduce_gradients() is refused, changing
   CHECK(everywhere(!bits_equal(table.value().to_vector(), before)));
 }
 
+TEST_CASE("sharded usage: an optimizer applied in backward is refused on a shard and by DataParallel") {
+  Parameter table = dist::shard_rows("t", 1001, 4, dist::uniform_rows(kLo, kHi, 5));
+  optim::SGD on_shard({table}, {.lr = 0.1});
+  const std::string got = error_of([&] { optim::InBackward fused(on_shard); });
+  CHECK(same_string_everywhere(got));
+  CHECK(got == "InBackward(SGD): Parameter 't' (group 0 position 0) is a shard of a sharded table (dist::shard_rows): "
+               "its gradients reach their owners through DataParallel::reduce_gradients() after backward, so use step()");
+  CHECK(on_shard.in_backward() == nullptr);
+  // A replicated table: DataParallel refuses it when built, and at reduce_gradients() when the
+  // InBackward came after it (the gradient would be applied before it is reduced), on every rank.
+  Parameter replicated("r", Tensor::zeros({6, 4}));
+  optim::SGD opt({replicated}, {.lr = 0.1});
+  dist::DataParallel dp(std::vector<Parameter>{replicated});
+  {
+    optim::InBackward fused(opt);
+    const std::string built = error_of([&] { dist::DataParallel again(std::vector<Parameter>{replicated}); });
+    CHECK(same_string_everywhere(built));
+    CHECK(built == "rank 0: dist::DataParallel: Parameter 'r' (position 0) is updated inside backward by an optim::InBackward, "
+                   "before its gradient could be reduced over the ranks; use step() after reduce_gradients()");
+    const std::string reduced = error_of([&] { dp.reduce_gradients(); });
+    CHECK(same_string_everywhere(reduced));
+    CHECK(reduced == "rank 0: dist::DataParallel::reduce_gradients: Parameter 'r' (position 0) is updated inside backward by "
+                     "an optim::InBackward, before its gradient could be reduced over the ranks; use step() after "
+                     "reduce_gradients()");
+  }
+  CHECK_NOTHROW(dp.reduce_gradients());  // the InBackward is gone
+}
+
 // ---- bitwise --------------------------------------------------------------------------------
 
 TEST_CASE("sharded bitwise: the same sharded run twice gives the same table and state bits") {
