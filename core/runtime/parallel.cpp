@@ -13,14 +13,21 @@
 // in well under a microsecond. The job word packs (generation, chunk count, next chunk) into one
 // atomic, so a worker that wakes late can never claim a chunk of a job it did not see published.
 //
-// A busy machine (another process running on a core a worker shares) is the case spinning does
-// not cover: a worker that the OS preempts in the middle of a chunk holds that chunk for a whole
-// scheduler time slice (milliseconds), and the caller, done with its own chunks, waits for it.
-// So the caller watches for that: a job whose caller waited for stragglers longer than it worked
-// (and > kLateWait) is late; kLateJobs late jobs in a row switch parallel_for to one thread (the
-// caller alone: the same bits, chunk boundaries do not matter) for a quiet period, then one job
-// tries the workers again. The period doubles (kSerialFirst .. kSerialMax) while the machine stays
-// busy and is reset by a job that is not late. On an idle machine no job is late.
+// A busy machine (another process running on one of the cores) is the case spinning does not
+// cover. With 2 cores, hitch's 2 threads and one busy neighbour, one of hitch's threads shares a
+// core with something for whole scheduler time slices (milliseconds). When that is a worker, the
+// caller waits for the chunk it holds; when it is the caller (measured: the more common case),
+// its own chunks and the serial code between jobs run at half speed, and the worker spinning
+// after a job is one of the things it shares its core with. Either way the caller is off its
+// core during jobs: preempted, or parked waiting for a preempted worker. So the caller measures
+// that, its thread CPU time against the jobs' wall time, over windows of kWindow of job time. A
+// window in which it lost more than kBusyShare switches parallel_for to one thread (the caller
+// alone: the same bits, chunk boundaries do not matter; the workers park) for a quiet period;
+// then the workers get one window again. The period doubles (kSerialFirst .. kSerialMax) after
+// each busy window and halves after each quiet one, so one lucky window does not undo it.
+// Measured on the 2-vCPU VM (docs/performance.md, "Busy machines"): beside a busy loop the
+// caller lost 18-99 % of a window (median 55 %); alone, 1 % (median; 1.4 % of windows lost more
+// than 25 %, each then costs one kSerialFirst on the caller alone).
 #include <hitch/core/runtime/parallel.h>
 
 #include <hitch/core/runtime/path.h>
@@ -29,6 +36,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -47,11 +55,18 @@ namespace {
 thread_local bool inside_chunk = false;
 
 constexpr auto kSpin = std::chrono::microseconds(200);
-constexpr auto kLateWait = std::chrono::microseconds(100);
-constexpr int kLateJobs = 2;
+constexpr auto kWindow = std::chrono::milliseconds(2);
+constexpr double kBusyShare = 0.25;
 constexpr auto kSerialFirst = std::chrono::milliseconds(20);
 constexpr auto kSerialMax = std::chrono::milliseconds(640);
 using Clock = std::chrono::steady_clock;
+
+// CPU time this thread has run (~0.7 us a call on a VM: a system call).
+Clock::duration thread_cpu_time() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -91,6 +106,7 @@ class Pool {
   void run(std::size_t chunks, const std::function<void(std::size_t)>& chunk) {
     std::lock_guard job(job_mutex_);  // one job at a time
     const auto start = Clock::now();
+    const auto start_cpu = thread_cpu_time();
     ensure_workers(chunks - 1);
     job_ = &chunk;
     error_ = nullptr;
@@ -104,14 +120,13 @@ class Pool {
     }
     wake_.notify_all();
     run_chunks(generation);
-    const auto own_done = Clock::now();
     auto all_done = [&] { return finished_.load(std::memory_order_acquire) == chunks; };
     if (!spin_until(all_done)) {
       std::unique_lock lock(mutex_);
       done_.wait(lock, all_done);
     }
     job_ = nullptr;
-    note_wait(own_done - start, Clock::now() - own_done);
+    note_job(Clock::now() - start, thread_cpu_time() - start_cpu);
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -121,16 +136,18 @@ class Pool {
   static constexpr int kCountShift = 16;
   static constexpr std::uint64_t kField = 0xFFFF;
 
-  // The busy-machine guard (top of this file), after each job: worked = the caller's own chunks,
-  // waited = the time it then waited for the workers'.
-  void note_wait(Clock::duration worked, Clock::duration waited) {
-    if (waited <= kLateWait || waited <= worked) {
-      late_ = 0;
-      serial_for_ = kSerialFirst;
+  // The busy-machine guard (top of this file), after each job: wall = the job's time, cpu = the
+  // caller's CPU time in it (running chunks or spinning for the workers', not preempted or parked).
+  void note_job(Clock::duration wall, Clock::duration cpu) {
+    window_wall_ += wall;
+    window_lost_ += std::max<Clock::duration>(wall - cpu, Clock::duration::zero());
+    if (window_wall_ < kWindow) return;
+    const bool busy = window_lost_ > kBusyShare * window_wall_;
+    window_wall_ = window_lost_ = Clock::duration::zero();
+    if (!busy) {
+      serial_for_ = std::max<Clock::duration>(serial_for_ / 2, kSerialFirst);
       return;
     }
-    if (++late_ < kLateJobs) return;
-    late_ = 0;
     serial_until_.store((Clock::now() + serial_for_).time_since_epoch().count(), std::memory_order_relaxed);
     serial_for_ = std::min<Clock::duration>(2 * serial_for_, kSerialMax);
   }
@@ -205,8 +222,9 @@ class Pool {
   std::atomic<std::uint64_t> finished_{0};
   std::exception_ptr error_;
   std::atomic<int> threads_{1};
-  int late_ = 0;                                  // late jobs in a row (under job_mutex_)
-  Clock::duration serial_for_ = kSerialFirst;     // the next quiet period (under job_mutex_)
+  // Under job_mutex_: the current window's job time and the caller's lost part of it; the next quiet period.
+  Clock::duration window_wall_{}, window_lost_{};
+  Clock::duration serial_for_ = kSerialFirst;
   std::atomic<std::int64_t> serial_until_{0};     // run serially until then (Clock ticks; 0: never)
 };
 

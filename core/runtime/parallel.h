@@ -9,10 +9,10 @@
 // chunks. Small inputs stay on the calling thread (kParallelMinFloats).
 // std::thread workers, created on first use; after a job they spin 200 us for the next one,
 // then park. Chunks are claimed by whichever thread is free (the caller included), so a late
-// worker delays nothing. On a busy machine (a worker's core shared with another process), jobs
-// whose caller keeps waiting for a preempted worker switch hitch to the caller alone for a while
-// (20 ms, doubling to 640 ms while it stays busy), so 2 threads do not run slower than 1 there
-// (parallel.cpp). OpenBLAS's own pool is pinned to one thread (ops/blas.cpp: its bits
+// worker delays nothing. On a busy machine (a core shared with another process), jobs during
+// which the calling thread is kept off its core (preempted, or waiting for a preempted worker)
+// switch hitch to the caller alone for a while (20 ms, doubling to 640 ms while it stays busy),
+// so 2 threads do not run much slower than 1 there (parallel.cpp, docs/performance.md). OpenBLAS's own pool is pinned to one thread (ops/blas.cpp: its bits
 // would depend on its thread count); hitch calls sgemm from the caller only. Left out on
 // purpose: nested parallelism (a parallel_for inside a chunk runs serially).
 #pragma once
