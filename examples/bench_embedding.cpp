@@ -11,6 +11,10 @@
 // peak resident memory growth relative to table + optimizer state, a STREAM-style bandwidth
 // probe, and the PyTorch/hitch ratio table. Each measurement runs in a forked child, so the
 // memory numbers and the thread pools of different runs do not mix.
+// The ceiling column (issue 18): per training row, the bytes a step must move at least
+// (min_bytes, from the distinct rows of its actual batches) over the median step time, as a
+// fraction of ceiling_probe's GB/s: the same least traffic as a bare loop on a table of the same
+// size at the same thread count.
 //
 //   bench_embedding                      full run (needs /usr/bin/python3 with torch for the ratios)
 //   bench_embedding --smoke --no-torch   tiny sizes, two steps each: what CI runs
@@ -24,6 +28,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -112,6 +117,7 @@ Size size_of(char s, bool smoke) {
 struct Measured {
   double median_s = 0.0;
   double mem_ratio = 0.0;  // peak RSS growth / (table + state); 0 for forward-only
+  double distinct_rows = 0.0;  // table rows a step looks up, repeats counted once; mean over the batches
 };
 
 double status_kb(const char* key) {
@@ -173,6 +179,22 @@ Measured run_workload(const Workload& w, const Size& s, int max_steps, double mi
     singles.emplace_back(Shape{s.b}, std::move(x));
     bags.emplace_back(Shape{s.b, s.l}, std::move(y));
   }
+  // U, the rows a step reads and updates: the bag ids, with the single ids when tied (LM: only
+  // the single ids are looked up).
+  double distinct_rows = 0.0;
+  for (int k = 0; k < kBatches; ++k) {
+    std::vector<std::int64_t> rows;
+    if (w.size != 'L') {
+      const auto y = bags[static_cast<std::size_t>(k)].values();
+      rows.assign(y.begin(), y.end());
+    }
+    if (w.tied || w.size == 'L') {
+      const auto x = singles[static_cast<std::size_t>(k)].values();
+      rows.insert(rows.end(), x.begin(), x.end());
+    }
+    std::sort(rows.begin(), rows.end());
+    distinct_rows += static_cast<double>(std::unique(rows.begin(), rows.end()) - rows.begin()) / kBatches;
+  }
   const Tensor u = Tensor::uniform({s.b, s.d}, -1.0f, 1.0f, gen);
   nn::Embedding emb(table, {.sparse = w.sparse});
   const nn::Linear head(table);  // LM: logits = e W^T, the tied output projection
@@ -218,7 +240,7 @@ Measured run_workload(const Workload& w, const Size& s, int max_steps, double mi
     if (k >= 4 && std::chrono::duration<double>(t1 - start).count() > min_seconds) break;
   }
   if (keep == 12345.0f) std::puts("");
-  Measured m{median(times), 0.0};
+  Measured m{median(times), 0.0, distinct_rows};
   if (!w.forward_only) {
     const double table_bytes = static_cast<double>(s.n * s.d) * 4.0;
     const double state_bytes = w.optimizer == "sgd" ? 0.0 : 2.0 * table_bytes;
@@ -262,6 +284,129 @@ std::pair<double, double> bandwidth_probe() {
   if (partial[0] + a[1] == 0.125f) std::puts("");
   const double bytes = static_cast<double>(n) * 4.0;
   return {bytes / median(read_t) / 1e9, 3.0 * bytes / median(triad_t) / 1e9};
+}
+
+// The bytes a training step of a B/C-style workload must move at least, with U distinct rows
+// looked up (docs/performance.md, "The ceiling column"); row = D x 4 bytes:
+//   forward   U rows read once (a row looked up twice in one step may come from cache);
+//   sgd       + U rows read and written (the update; the gradient rows need not be stored);
+//   sparse_adam  + 3 x U rows read and written (the table, exp_avg and exp_avg_sq rows);
+//   adam      + U gradient rows written and read, + the whole table, exp_avg and exp_avg_sq
+//             read and written (the dense step touches every element).
+// Index traffic, the upstream gradient (B x D, in cache) and outputs are not counted.
+double min_bytes(const std::string& optimizer, const Size& s, double distinct_rows) {
+  const double row = static_cast<double>(s.d) * 4.0;
+  const double forward = distinct_rows * row;
+  if (optimizer == "sgd") return forward + 2.0 * distinct_rows * row;
+  if (optimizer == "sparse_adam") return forward + 6.0 * distinct_rows * row;
+  if (optimizer == "adam") return forward + 2.0 * distinct_rows * row + 6.0 * static_cast<double>(s.n) * row;
+  return 0.0;
+}
+
+// A rep's two row passes of ceiling_probe for a row width W known at compile time (0: any, d):
+// the prefetches as straight-line code and fixed-length row loops, as hitch's kernels have them
+// for widths 16 to 128 (a loop per prefetch cost as much as the gather, docs/performance.md).
+template <std::size_t W, int kWrite>
+inline void prefetch_lines(const float* base, std::int64_t r, std::size_t d) {
+  const char* p = reinterpret_cast<const char*>(base + static_cast<std::size_t>(r) * d);
+  for (std::size_t b = 0; b < (W != 0 ? W : d) * 4; b += 64) __builtin_prefetch(p + b, kWrite);
+}
+
+template <std::size_t W>
+void probe_passes(const std::vector<std::int64_t>& rows, std::size_t width, const float* table,
+                  const std::vector<float*>& update, const float* x, float* sums) {
+  const std::size_t d = W != 0 ? W : width;
+  const std::size_t u = rows.size();
+  constexpr std::size_t kAhead = 16;
+  parallel_for(u, 64, [&](std::size_t lo, std::size_t hi) {  // the forward: read each row
+    std::array<float, W != 0 ? W : 1> fixed{};
+    std::vector<float> any(W != 0 ? 0 : d, 0.0f);
+    float* acc = W != 0 ? fixed.data() : any.data();
+    for (std::size_t j = lo; j < hi; ++j) {
+      if (j + kAhead < hi) prefetch_lines<W, 0>(table, rows[j + kAhead], d);
+      const float* row = table + static_cast<std::size_t>(rows[j]) * d;
+      for (std::size_t e = 0; e < d; ++e) acc[e] += row[e];
+    }
+    float* out = sums + (lo * 256 / u) * d;  // one slot per chunk (chunks are at most one per thread)
+    for (std::size_t e = 0; e < d; ++e) out[e] += acc[e];
+  });
+  parallel_for(u, 64, [&](std::size_t lo, std::size_t hi) {  // the update: read and write each row
+    for (std::size_t j = lo; j < hi; ++j) {
+      if (j + kAhead < hi)
+        for (const float* a : update) prefetch_lines<W, 1>(a, rows[j + kAhead], d);
+      float c = 0.5f;
+      for (float* a : update) {
+        float* row = a + static_cast<std::size_t>(rows[j]) * d;
+        for (std::size_t e = 0; e < d; ++e) row[e] += c * x[e];
+        c *= 0.5f;
+      }
+    }
+  });
+}
+
+// The ceiling probe: min_bytes' traffic as a bare loop on the current threads, on a table (and
+// state tables) of the workload's size held in hitch tensors (same storage and huge pages as a
+// real table). Rows: kBatches batches of b x l uniform ids, duplicates removed, sorted (the
+// distinct rows of a uniform bag-only batch, in the order the fused optimizer walks them); one
+// batch per rep, in turn, as training cycles through its batches. A rep reads each row (the
+// forward: a sum per chunk), then does row[r][:] += c x[:] on the table and, for SparseAdam, on
+// both state tables (read-modify-write); for dense Adam it adds x into the U rows of a gradient
+// array, then streams the table and its two moments (read and write each, no division). Rows are
+// prefetched 16 ahead (write intent for the update), as hitch's optimizer walk does; chunks as
+// parallel_for gives them. Returns {GB/s = min_bytes / time, median over the reps; mean U}.
+std::vector<double> ceiling_probe(const Size& s, const std::string& optimizer, int reps) {
+  const auto d = static_cast<std::size_t>(s.d);
+  const bool dense = optimizer == "adam";
+  std::vector<Tensor> tables;  // the table, then exp_avg and exp_avg_sq (SparseAdam, Adam)
+  for (int k = 0; k < (optimizer == "sgd" ? 1 : 3); ++k) tables.push_back(Tensor::full({s.n, s.d}, 0.01f * static_cast<float>(k + 1)));
+  Tensor grad = dense ? Tensor::full({s.n, s.d}, 0.0f) : Tensor();
+  std::vector<float*> update;  // the arrays whose U rows the update reads and writes
+  if (dense) update.push_back(grad.data());
+  else
+    for (auto& t : tables) update.push_back(t.data());
+  Generator gen(7);
+  std::vector<std::vector<std::int64_t>> batches(kBatches);
+  double mean_rows = 0.0;
+  for (auto& rows : batches) {
+    rows.resize(static_cast<std::size_t>(s.b * s.l));
+    for (auto& r : rows) r = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(s.n)));
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    mean_rows += static_cast<double>(rows.size()) / kBatches;
+  }
+  const std::vector<float> x(d, 0.001f);
+  std::vector<float> sums(256 * d, 0.0f);
+  std::vector<double> rates;
+  for (int rep = -2; rep < reps; ++rep) {  // two warm-up reps
+    const auto& rows = batches[static_cast<std::size_t>(rep + 2) % kBatches];
+    const auto t0 = std::chrono::steady_clock::now();
+    switch (d) {
+      case 16: probe_passes<16>(rows, d, tables[0].data(), update, x.data(), sums.data()); break;
+      case 32: probe_passes<32>(rows, d, tables[0].data(), update, x.data(), sums.data()); break;
+      case 64: probe_passes<64>(rows, d, tables[0].data(), update, x.data(), sums.data()); break;
+      case 128: probe_passes<128>(rows, d, tables[0].data(), update, x.data(), sums.data()); break;
+      default: probe_passes<0>(rows, d, tables[0].data(), update, x.data(), sums.data());
+    }
+    if (dense) {
+      float* p = tables[0].data();
+      float* m = tables[1].data();
+      float* v = tables[2].data();
+      parallel_for(static_cast<std::size_t>(s.n) * d, 1 << 16, [&](std::size_t lo, std::size_t hi) {
+        for (std::size_t i = lo; i < hi; ++i) {
+          const float mi = m[i] * 0.9f;
+          const float vi = v[i] * 0.999f;
+          m[i] = mi;
+          v[i] = vi;
+          p[i] = p[i] + 0.001f * mi;  // no division: a memory probe (Adam's own loop divides)
+        }
+      });
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    if (rep >= 0)
+      rates.push_back(min_bytes(optimizer, s, static_cast<double>(rows.size())) / std::chrono::duration<double>(t1 - t0).count() / 1e9);
+  }
+  if (sums[0] + tables[0].data()[1] == 12345.0f) std::puts("");
+  return {median(rates), mean_rows};
 }
 
 // Runs fn in a forked child and returns the doubles it reports (fn's vector), or throws.
@@ -334,7 +479,7 @@ int main(int argc, char** argv) {
   int max_steps = 200;
   app.add_flag("--smoke", smoke, "tiny sizes, two timed steps each (CI)");
   app.add_flag("--no-torch", no_torch, "skip the PyTorch runs");
-  app.add_flag("--no-probe", no_probe, "skip the bandwidth probe");
+  app.add_flag("--no-probe", no_probe, "skip the bandwidth probe and the ceiling probe");
   app.add_flag("--busy", busy, "run everything twice: on the machine as it is, then beside a busy-loop process "
                                "pinned to the last CPU (started and stopped here)");
   app.add_flag("--malloc-tuned", malloc_tuned,
@@ -385,6 +530,9 @@ int main(int argc, char** argv) {
     std::map<int, std::map<std::string, Measured>> hitch_res;
     std::map<int, std::map<std::string, double>> torch_res;
     std::map<int, std::pair<double, double>> bw;
+    // The ceiling column: ceiling[threads][name] = {achieved GB/s, probe GB/s}; the probe's
+    // result per (size, optimizer) at the current thread count, run once when first needed.
+    std::map<int, std::map<std::string, std::pair<double, double>>> ceiling;
     for (const int t : thread_counts) {
       fmt::print("== {} thread{} ==\n", t, t == 1 ? "" : "s");
       if (!smoke && !no_probe) {
@@ -396,20 +544,44 @@ int main(int argc, char** argv) {
         bw[t] = {v.at(0), v.at(1)};
         fmt::print("bandwidth probe: read {:.1f} GB/s, triad {:.1f} GB/s\n", v.at(0), v.at(1));
       }
-      fmt::print("{:<20} {:>10} {:>8} {:>6}\n", "workload", "hitch ms", "GB/s", "mem");
+      std::map<std::pair<char, std::string>, std::vector<double>> probes;
+      fmt::print("{:<20} {:>10} {:>8} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>6}\n", "workload", "hitch ms", "GB/s", "mem",
+                 "U rows", "min MB", "GB/s", "probe", "ceil");
       for (const auto& w : list) {
         const Size s = size_of(w.size, smoke);
         const auto v = in_child([&] {
           set_num_threads(t);
           const Measured m = run_workload(w, s, max_steps, min_seconds);
-          return std::vector<double>{m.median_s, m.mem_ratio};
+          return std::vector<double>{m.median_s, m.mem_ratio, m.distinct_rows};
         });
-        hitch_res[t][w.name] = {v.at(0), v.at(1)};
+        hitch_res[t][w.name] = {v.at(0), v.at(1), v.at(2)};
         const double gbs = lookups(w, s) * static_cast<double>(s.d) * 4.0 / v.at(0) / 1e9;
-        fmt::print("{:<20} {:>10.3f} {:>8.2f} {:>6}\n", w.name, v.at(0) * 1e3, gbs,
-                   w.forward_only ? std::string("-") : fmt::format("{:.2f}", v.at(1)));
+        std::string ceil_cols = fmt::format(" | {:>8} {:>8} {:>8} {:>8} {:>6}", "-", "-", "-", "-", "-");
+        if (!w.forward_only && w.size != 'L') {
+          const double bytes = min_bytes(w.optimizer, s, v.at(2));
+          const double achieved = bytes / v.at(0) / 1e9;
+          std::string probe_col = "-", frac_col = "-";
+          if (!no_probe) {
+            const auto key = std::make_pair(w.size, w.optimizer);
+            if (!probes.count(key))
+              probes[key] = in_child([&] {
+                set_num_threads(t);
+                return ceiling_probe(s, w.optimizer, smoke ? 2 : 12);
+              });
+            const double probe = probes[key].at(0);
+            ceiling[t][w.name] = {achieved, probe};
+            probe_col = fmt::format("{:.2f}", probe);
+            frac_col = fmt::format("{:.0f}%", 100.0 * achieved / probe);
+          }
+          ceil_cols = fmt::format(" | {:>8.0f} {:>8.2f} {:>8.2f} {:>8} {:>6}", v.at(2), bytes / 1e6, achieved, probe_col, frac_col);
+        }
+        fmt::print("{:<20} {:>10.3f} {:>8.2f} {:>6}{}\n", w.name, v.at(0) * 1e3, gbs,
+                   w.forward_only ? std::string("-") : fmt::format("{:.2f}", v.at(1)), ceil_cols);
         std::fflush(stdout);
       }
+      for (const auto& [key, p] : probes)
+        fmt::print("ceiling probe {} {}: {:.2f} GB/s over {:.0f} distinct random rows per batch\n", key.first, key.second,
+                   p.at(0), p.at(1));
       if (!no_torch) torch_res[t] = run_torch(python, script, t, smoke, names, ids_dir);
     }
 
@@ -461,6 +633,14 @@ int main(int argc, char** argv) {
       fmt::print("{}t C forward: {:.2f} GB/s = {:.0f}% of the read probe ({:.1f} GB/s), {:.0f}% of triad ({:.1f} GB/s)\n",
                  t, gbs, 100.0 * gbs / probe.first, probe.first, 100.0 * gbs / probe.second, probe.second);
     }
+    for (const auto& [t, rows] : ceiling)
+      for (const auto& w : list) {
+        const auto it = rows.find(w.name);
+        if (it == rows.end() || (w.size != 'B' && w.size != 'C')) continue;
+        const double frac = it->second.first / it->second.second;
+        fmt::print("{}t {}: ceiling {:.0f}% ({:.2f} of the probe's {:.2f} GB/s) (target >= 50 %: {})\n", t, w.name,
+                   100.0 * frac, it->second.first, it->second.second, frac >= 0.5 ? "met" : "MISSED");
+      }
     for (const auto& [t, res] : hitch_res)
       for (const auto& [name, m] : res)
         if (name.rfind("C", 0) == 0 && m.mem_ratio > 0)
