@@ -7,17 +7,31 @@
 
 namespace hitch::optim {
 
+namespace {
+// The optimizer's own refusal, said to come from backward(): the user called backward(), not step().
+template <class Fn>
+void refused_in_backward(const Optimizer& opt, Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    throw Error(fmt::format("backward: InBackward({}) refused the step: {}", opt.name(), e.what()));
+  }
+}
+}  // namespace
+
 struct InBackward::Hook final : InBackwardHook {
   Optimizer* opt = nullptr;  // null once the optimizer is gone
   std::int64_t steps = 0;
 
   void before() override {
-    if (opt != nullptr) InBackward::check(*opt);
+    if (opt != nullptr) refused_in_backward(*opt, [&] { InBackward::check(*opt); });
   }
   void prepare() override {
     if (opt == nullptr) return;
-    InBackward::check(*opt);
-    InBackward::prepare(*opt);
+    refused_in_backward(*opt, [&] {
+      InBackward::check(*opt);
+      InBackward::prepare(*opt);
+    });
   }
   void apply() noexcept override {
     if (opt == nullptr) return;

@@ -22,11 +22,15 @@
 // Grad hooks (Parameter::add_grad_hook) still see every contribution; anomaly mode still checks.
 //
 // Errors: backward() refuses before any node runs what the optimizer can tell without the
-// gradients (its hyper-parameters, a Parameter held by nothing else): nothing changed. What needs
+// gradients (its hyper-parameters, e.g. an lr set to -1 through options_mut; a Parameter that no
+// module holds any more, step()'s check_held): nothing changed. Every such message starts
+// "backward: InBackward(SGD) refused the step: " followed by the optimizer's own. What needs
 // the gradients (e.g. SparseAdam given a dense gradient, weight_decay with a sparse one) is
 // refused after the nodes ran: the Parameters and optimizer state are unchanged, the hooked
 // Parameters have no gradient (as before the call), other leaves keep what backward added, and
-// the graph is kept (a fixed optimizer can run backward on it again).
+// the graph is kept: fix the optimizer's settings and run backward on it again. A refusal caused
+// by the graph itself (a dense lookup given to SparseAdam) needs a new forward, or the ordinary
+// loop (destroy the InBackward, then backward and step).
 // Why at the end of backward() rather than right after a table's last reader: several tables, or
 // several in-backward optimizers, are then checked together before any is written, so a refusal
 // leaves all of them as they were.

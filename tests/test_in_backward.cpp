@@ -249,7 +249,7 @@ TEST_CASE("in backward: a refusal before the nodes run changes nothing, other le
   const Tensor loss = sum(mul(bag(IndexTensor(Shape{2, 2}, {1, 2, 2, 3})), scale.value()));
   opt.options_mut().lr = -1.0;
   const hitch_test::StateSnapshot before(std::vector<Parameter>{table, scale}, &opt, nullptr);
-  CHECK_THROWS_WITH_AS(backward(loss), "SGD: lr must be finite and >= 0, but got -1", Error);
+  CHECK_THROWS_WITH_AS(backward(loss), "backward: InBackward(SGD) refused the step: SGD: lr must be finite and >= 0, but got -1", Error);
   before.check();
   CHECK(fused.steps() == 0);
   opt.options_mut().lr = 0.1;  // fixed: the graph is still there
@@ -276,7 +276,7 @@ TEST_CASE("in backward: a refusal that needs the gradients leaves the table, its
   } catch (const Error& e) {
     message = e.what();
   }
-  CHECK(message.rfind("SparseAdam: Parameter 'table' has a dense gradient, made dense by node #", 0) == 0);
+  CHECK(message.rfind("backward: InBackward(SparseAdam) refused the step: SparseAdam: Parameter 'table' has a dense gradient, made dense by node #", 0) == 0);
   CHECK(message.find("(embedding: a lookup with sparse = false), but SparseAdam does not support dense gradients") !=
         std::string::npos);
   before.check();  // no gradient before, none after; values, version and state unchanged
