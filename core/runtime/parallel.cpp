@@ -20,7 +20,8 @@
 // its own chunks and the serial code between jobs run at half speed, and the worker spinning
 // after a job is one of the things it shares its core with. Either way the caller is off its
 // core during jobs: preempted, or parked waiting for a preempted worker. So the caller measures
-// that, its thread CPU time against the jobs' wall time, over windows of kWindow of job time. A
+// that, its thread CPU time against the wall time of its jobs and of its code between jobs while
+// the workers still spin (gaps under kSpin), over windows of kWindow of such time. A
 // window in which it lost more than kBusyShare switches parallel_for to one thread (the caller
 // alone: the same bits, chunk boundaries do not matter; the workers park) for a quiet period;
 // then the workers get one window again. The period doubles (kSerialFirst .. kSerialMax) after
@@ -107,6 +108,10 @@ class Pool {
     std::lock_guard job(job_mutex_);  // one job at a time
     const auto start = Clock::now();
     const auto start_cpu = thread_cpu_time();
+    // The caller's serial code since the last job ran while the workers still spun (kSpin): on a
+    // busy machine it shares its core with one of them, so that gap counts as job time too (a
+    // longer gap is the caller's own business: not counted).
+    if (start - last_end_ < kSpin) note_job(start - last_end_, start_cpu - last_end_cpu_);
     ensure_workers(chunks - 1);
     job_ = &chunk;
     error_ = nullptr;
@@ -126,7 +131,9 @@ class Pool {
       done_.wait(lock, all_done);
     }
     job_ = nullptr;
-    note_job(Clock::now() - start, thread_cpu_time() - start_cpu);
+    last_end_ = Clock::now();
+    last_end_cpu_ = thread_cpu_time();
+    note_job(last_end_ - start, last_end_cpu_ - start_cpu);
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -224,6 +231,8 @@ class Pool {
   std::atomic<int> threads_{1};
   // Under job_mutex_: the current window's job time and the caller's lost part of it; the next quiet period.
   Clock::duration window_wall_{}, window_lost_{};
+  Clock::time_point last_end_{};          // when the last job ended, and the caller's CPU time then
+  Clock::duration last_end_cpu_{};
   Clock::duration serial_for_ = kSerialFirst;
   std::atomic<std::int64_t> serial_until_{0};     // run serially until then (Clock ticks; 0: never)
 };
