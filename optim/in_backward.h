@@ -33,7 +33,8 @@
 // loop (destroy the InBackward, then backward and step).
 // Why at the end of backward() rather than right after a table's last reader: several tables, or
 // several in-backward optimizers, are then checked together before any is written, so a refusal
-// leaves all of them as they were.
+// leaves all of their Parameters as they were. (One gap: when a second optimizer refuses, a first
+// one that had already prepared keeps the fresh, zero state it made for a Parameter's first step.)
 #pragma once
 
 #include <cstdint>
