@@ -51,8 +51,7 @@ void InBackward::update(Optimizer& opt) noexcept {
   opt.update();
   // The gradients were applied: drop them, so the next backward starts from none (the state a
   // refused backward restores) and nothing is kept between steps.
-  for (std::size_t g = 0; g < opt.num_groups(); ++g)
-    for (const Parameter& p : opt.params(g)) p.impl().grad.reset();
+  opt.zero_grad();
 }
 
 InBackward::InBackward(Optimizer& opt) {
